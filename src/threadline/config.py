@@ -1,0 +1,123 @@
+"""Configuration: read once at the edge into one frozen object.
+
+Every setting has a default, so ``Config()`` is a working configuration. The server loads a
+TOML file and environment overrides into it (see ``configs/threadline.toml``); tests build
+``Config`` objects directly.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+LABEL_PATTERN = r"^[a-z][a-z0-9_-]{0,63}$"
+
+DEFAULT_SOUL = (
+    "You are a helpful, honest assistant. You keep track of long-running work across "
+    "conversations and say so when you are unsure."
+)
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class BlockSpec(_Frozen):
+    """One context block: a named, size-limited piece of the agent's working memory."""
+
+    label: str = Field(pattern=LABEL_PATTERN)
+    description: str = ""
+    max_tokens: int = Field(default=1000, ge=1, le=100_000)
+    readonly: bool = False
+    default: str = ""
+    scope: Literal["user", "session"] = "session"
+
+
+DEFAULT_BLOCKS = (
+    BlockSpec(
+        label="soul",
+        description="Who you are and how you work. Read-only.",
+        max_tokens=500,
+        readonly=True,
+        default=DEFAULT_SOUL,
+        scope="user",
+    ),
+    BlockSpec(
+        label="memory",
+        description=(
+            "Lasting facts about the user and their preferences, shared by every session. "
+            "Add a fact here when you learn something worth remembering next time."
+        ),
+        max_tokens=1100,
+        scope="user",
+    ),
+    BlockSpec(
+        label="scratchpad",
+        description="Notes for this thread only: the plan, open questions, progress.",
+        max_tokens=800,
+        scope="session",
+    ),
+)
+
+
+class Limits(_Frozen):
+    """Size limits; anything over them is refused with the limit named."""
+
+    max_message_chars: int = Field(default=1_048_576, ge=1)
+    max_batch_messages: int = Field(default=1000, ge=1)
+    max_metadata_bytes: int = Field(default=16_384, ge=2)
+    max_title_chars: int = Field(default=200, ge=1)
+    max_query_chars: int = Field(default=1000, ge=1)
+    max_query_terms: int = Field(default=32, ge=1)
+
+
+class Compaction(_Frozen):
+    """When a session needs compaction, and what a compaction protects."""
+
+    threshold_tokens: int = Field(default=80_000, ge=1)
+    keep_first: int = Field(default=2, ge=0)
+    keep_last: int = Field(default=6, ge=0)
+    keep_last_tokens: int = Field(default=8_000, ge=0)
+
+
+class Config(_Frozen):
+    """Everything threadline can be told, with defaults that work."""
+
+    blocks: tuple[BlockSpec, ...] = DEFAULT_BLOCKS
+    limits: Limits = Limits()
+    compaction: Compaction = Compaction()
+    synchronous: Literal["NORMAL", "FULL"] = "NORMAL"
+    busy_timeout: float = Field(default=10.0, gt=0, le=600)
+    readers: int = Field(default=4, ge=1, le=64)
+    index_batch: int = Field(
+        default=512,
+        ge=1,
+        description="Search indexing runs once this many messages wait for it.",
+    )
+
+    @field_validator("blocks")
+    @classmethod
+    def _unique_labels(cls, blocks: tuple[BlockSpec, ...]) -> tuple[BlockSpec, ...]:
+        seen: set[str] = set()
+        for block in blocks:
+            if block.label in seen:
+                raise ValueError(f"block label {block.label!r} is declared twice")
+            seen.add(block.label)
+        return blocks
+
+    @model_validator(mode="after")
+    def _defaults_fit(self) -> Config:
+        from threadline.storage.text import estimate_tokens
+
+        for block in self.blocks:
+            used = estimate_tokens(block.default)
+            if used > block.max_tokens:
+                raise ValueError(
+                    f"block {block.label!r}: default content is {used} tokens, "
+                    f"over its max_tokens of {block.max_tokens}"
+                )
+        return self
+
+    def block(self, label: str) -> BlockSpec | None:
+        return next((b for b in self.blocks if b.label == label), None)

@@ -1,0 +1,232 @@
+"""The schema, its migrations, and the checks that decide whether a file may be opened.
+
+Migrations are ordered, named steps. They run in one ``BEGIN IMMEDIATE`` transaction with the
+version read inside it, so two processes opening a new file at once are safe: one migrates,
+the other waits on the lock and then finds nothing to do. A file that is not a threadline
+store, is damaged, is empty where data was expected, or carries a newer schema is refused and
+left exactly as it was.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import time
+from pathlib import Path
+
+from threadline.config import Config
+from threadline.storage.engine import connect, translate
+from threadline.storage.errors import StoreUnusable
+from threadline.storage.text import now
+
+APPLICATION_ID = 0x546C6E31  # "Tln1": marks a file as a threadline store
+SQLITE_HEADER = b"SQLite format 3\x00"
+
+_V1 = (
+    """CREATE TABLE sessions (
+        id TEXT PRIMARY KEY,
+        title TEXT,
+        status TEXT NOT NULL DEFAULT 'active' CHECK (status IN ('active', 'ended')),
+        metadata TEXT,
+        parent_session_id TEXT,
+        forked_from_message_id TEXT,
+        lineage TEXT CHECK (lineage IN ('fork', 'split')),
+        head_pk INTEGER,
+        message_count INTEGER NOT NULL DEFAULT 0,
+        token_estimate INTEGER NOT NULL DEFAULT 0,
+        system_prompt TEXT NOT NULL,
+        prompt_rendered_at TEXT NOT NULL,
+        input_tokens INTEGER NOT NULL DEFAULT 0,
+        output_tokens INTEGER NOT NULL DEFAULT 0,
+        cost REAL NOT NULL DEFAULT 0,
+        turns INTEGER NOT NULL DEFAULT 0,
+        last_model TEXT,
+        created_at TEXT NOT NULL,
+        updated_at TEXT NOT NULL
+    )""",
+    "CREATE INDEX sessions_by_activity ON sessions (updated_at DESC, id DESC)",
+    """CREATE TABLE messages (
+        pk INTEGER PRIMARY KEY AUTOINCREMENT,
+        session_id TEXT NOT NULL REFERENCES sessions (id) ON DELETE CASCADE,
+        id TEXT NOT NULL,
+        parent_pk INTEGER REFERENCES messages (pk),
+        depth INTEGER NOT NULL,
+        path_tokens INTEGER NOT NULL,
+        role TEXT NOT NULL CHECK (role IN ('system', 'user', 'assistant', 'tool')),
+        content TEXT NOT NULL,
+        is_json INTEGER NOT NULL,
+        body TEXT,
+        name TEXT,
+        metadata TEXT,
+        tokens INTEGER NOT NULL,
+        created_at TEXT NOT NULL,
+        UNIQUE (session_id, id)
+    )""",
+    "CREATE INDEX messages_children ON messages (parent_pk)",
+    """CREATE TABLE compactions (
+        pk INTEGER PRIMARY KEY AUTOINCREMENT,
+        session_id TEXT NOT NULL REFERENCES sessions (id) ON DELETE CASCADE,
+        start_pk INTEGER NOT NULL REFERENCES messages (pk) ON DELETE CASCADE,
+        end_pk INTEGER NOT NULL REFERENCES messages (pk) ON DELETE CASCADE,
+        summary TEXT NOT NULL,
+        replaced INTEGER NOT NULL,
+        created_at TEXT NOT NULL
+    )""",
+    "CREATE INDEX compactions_by_session ON compactions (session_id)",
+    "CREATE INDEX compactions_by_start ON compactions (start_pk)",
+    "CREATE INDEX compactions_by_end ON compactions (end_pk)",
+    """CREATE TABLE context_blocks (
+        label TEXT NOT NULL,
+        session_id TEXT NOT NULL,
+        content TEXT NOT NULL,
+        updated_at TEXT NOT NULL,
+        PRIMARY KEY (label, session_id)
+    ) WITHOUT ROWID""",
+    """CREATE TABLE usage (
+        pk INTEGER PRIMARY KEY,
+        session_id TEXT NOT NULL REFERENCES sessions (id) ON DELETE CASCADE,
+        input_tokens INTEGER NOT NULL,
+        output_tokens INTEGER NOT NULL,
+        cost REAL,
+        model TEXT,
+        created_at TEXT NOT NULL
+    )""",
+    "CREATE INDEX usage_by_session ON usage (session_id)",
+    # Search: two FTS5 indexes over the searchable text, filled in batches up to a watermark
+    # (search_state.indexed_pk); search scans the few committed rows above it directly.
+    """CREATE TABLE search_state (
+        id INTEGER PRIMARY KEY CHECK (id = 1),
+        indexed_pk INTEGER NOT NULL
+    )""",
+    "INSERT INTO search_state VALUES (1, 0)",
+    "CREATE VIEW message_text (pk, body) AS SELECT pk, coalesce(body, content) FROM messages",
+    """CREATE VIRTUAL TABLE fts_words USING fts5 (
+        body, content = 'message_text', content_rowid = 'pk',
+        tokenize = 'unicode61 remove_diacritics 2')""",
+    """CREATE VIRTUAL TABLE fts_trigram USING fts5 (
+        body, content = 'message_text', content_rowid = 'pk', tokenize = 'trigram')""",
+    """CREATE TRIGGER messages_unindex AFTER DELETE ON messages
+        WHEN old.pk <= (SELECT indexed_pk FROM search_state)
+    BEGIN
+        INSERT INTO fts_words (fts_words, rowid, body)
+            VALUES ('delete', old.pk, coalesce(old.body, old.content));
+        INSERT INTO fts_trigram (fts_trigram, rowid, body)
+            VALUES ('delete', old.pk, coalesce(old.body, old.content));
+    END""",
+    f"PRAGMA application_id = {APPLICATION_ID}",
+)
+
+MIGRATIONS: tuple[tuple[str, tuple[str, ...]], ...] = (("initial schema", _V1),)
+LATEST = len(MIGRATIONS)
+
+
+def open_writer(path: Path, config: Config) -> sqlite3.Connection:
+    """Check the file, migrate it if needed, and return the writer connection."""
+    _check_file(path, config.busy_timeout)
+    try:
+        conn = connect(path, config)
+    except sqlite3.Error as exc:
+        raise StoreUnusable(f"{path}: {translate(exc)}") from exc
+    try:
+        _refuse_foreign(conn, path)  # before anything writes to the file
+        _enable_wal(conn, config.busy_timeout)
+        _migrate(conn, path)
+    except sqlite3.DatabaseError as exc:
+        conn.close()
+        raise StoreUnusable(f"{path}: {translate(exc)}; the file was left untouched") from exc
+    except BaseException:
+        conn.close()
+        raise
+    return conn
+
+
+def _check_file(path: Path, patience: float) -> None:
+    """Create a new file (0600), or make sure an existing one looks like a database."""
+    if not path.parent.is_dir():
+        raise StoreUnusable(f"{path.parent} is not a directory")
+    try:
+        os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY | os.O_NOFOLLOW, 0o600))
+        return
+    except FileExistsError:
+        pass
+    if path.is_symlink() or not path.is_file():
+        raise StoreUnusable(f"{path} is not a regular file")
+    # Another process may have just created it and be writing its first page.
+    deadline = time.monotonic() + min(patience, 2.0)
+    while path.stat().st_size == 0 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    if path.stat().st_size == 0:
+        wal = path.with_name(path.name + "-wal")
+        if not (wal.exists() and wal.stat().st_size > 0):
+            raise StoreUnusable(
+                f"{path} is empty; a threadline store is never empty, so it was left untouched. "
+                "Remove it to start a new store."
+            )
+        return
+    with path.open("rb") as f:
+        header = f.read(len(SQLITE_HEADER))
+    if header != SQLITE_HEADER:
+        raise StoreUnusable(f"{path} is not a SQLite database; it was left untouched")
+
+
+def _enable_wal(conn: sqlite3.Connection, patience: float) -> None:
+    # Switching to WAL needs a moment of exclusive access; processes opening the same new
+    # file together can get SQLITE_BUSY at once, without the busy handler, so retry.
+    deadline = time.monotonic() + patience
+    while True:
+        try:
+            mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+        except sqlite3.OperationalError as exc:
+            if getattr(exc, "sqlite_errorname", "") != "SQLITE_BUSY" or time.monotonic() > deadline:
+                raise
+            time.sleep(0.01)
+            continue
+        if mode.lower() != "wal":
+            raise StoreUnusable(f"the database refused WAL mode (it is in {mode!r} mode)")
+        return
+
+
+def _migrate(conn: sqlite3.Connection, path: Path) -> None:
+    if conn.execute("PRAGMA user_version").fetchone()[0] == LATEST and _is_ours(conn):
+        return  # the common case, without taking the write lock
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        version = _refuse_foreign(conn, path)  # again, now that we hold the lock
+        if version < LATEST:
+            conn.execute(
+                "CREATE TABLE IF NOT EXISTS schema_migrations "
+                "(version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at TEXT NOT NULL)"
+            )
+        for number, (name, statements) in enumerate(MIGRATIONS, start=1):
+            if number <= version:
+                continue
+            for statement in statements:
+                conn.execute(statement)
+            conn.execute("INSERT INTO schema_migrations VALUES (?, ?, ?)", (number, name, now()))
+            conn.execute(f"PRAGMA user_version = {number}")
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.rollback()
+        raise
+
+
+def _refuse_foreign(conn: sqlite3.Connection, path: Path) -> int:
+    """The schema version of a threadline (or brand-new) file; refuse any other file."""
+    version: int = conn.execute("PRAGMA user_version").fetchone()[0]
+    if not _is_ours(conn):
+        objects = conn.execute("SELECT count(*) FROM sqlite_schema").fetchone()[0]
+        if version != 0 or objects != 0:
+            raise StoreUnusable(
+                f"{path} is a SQLite database but not a threadline store; it was left untouched"
+            )
+    if version > LATEST:
+        raise StoreUnusable(
+            f"{path} has schema version {version}, newer than this threadline understands "
+            f"({LATEST}); upgrade threadline. The file was left untouched."
+        )
+    return version
+
+
+def _is_ours(conn: sqlite3.Connection) -> bool:
+    return bool(conn.execute("PRAGMA application_id").fetchone()[0] == APPLICATION_ID)

@@ -1,0 +1,367 @@
+"""``Store``: the async API over one user's SQLite file.
+
+Every method resolves everything from its arguments: there is no current session. Each call is
+one trip to a database thread: writes are one group-committed ``BEGIN IMMEDIATE`` transaction,
+reads one snapshot on a reader connection.
+"""
+
+from __future__ import annotations
+
+import functools
+import sqlite3
+from collections.abc import Callable, Generator, Sequence
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Literal, TypeVar
+
+import anyio.to_thread
+
+from threadline.config import Config
+from threadline.storage import compaction, context, schema, search, sessions, tree, validate
+from threadline.storage.engine import Database
+from threadline.storage.models import (
+    AppendResult,
+    BlockUsage,
+    Branch,
+    CompactionPlan,
+    CompactionResult,
+    ContextView,
+    Deleted,
+    History,
+    MessageIn,
+    SearchResults,
+    SessionInfo,
+    SessionList,
+    UsageTotals,
+)
+
+T = TypeVar("T")
+Messages = Sequence[MessageIn | dict[str, Any]]
+
+
+class Store:
+    """Sessions, messages, context blocks, search and usage for one user, in one SQLite file.
+
+    Open with ``store = await Store.open(path)`` and ``await store.close()``, or
+    ``async with Store.open(path) as store:``.
+    """
+
+    def __init__(self, db: Database) -> None:
+        self._db = db
+        self.config = db.config
+        self.path = db.path
+
+    @classmethod
+    def open(cls, path: str | Path, config: Config | None = None) -> _Opening:
+        return _Opening(Path(path), config or Config())
+
+    async def close(self) -> None:
+        """Index what waits for search, finish queued writes, close every connection."""
+        if not self._db.closed:
+            await self._db.write(search.index_pending)
+        await self._db.close()
+
+    async def __aenter__(self) -> Store:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    def _w(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> Any:
+        """Run ``fn(conn, *args, **kwargs)`` as one write transaction."""
+        return self._db.write(lambda conn: fn(conn, *args, **kwargs))
+
+    def _r(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> Any:
+        """Run ``fn(conn, *args, **kwargs)`` on one read snapshot."""
+        return self._db.read(lambda conn: fn(conn, *args, **kwargs))
+
+    # -- sessions -----------------------------------------------------------------------
+
+    async def create_session(
+        self,
+        title: str | None = None,
+        session_id: str | None = None,
+        metadata: dict[str, Any] | None = None,
+        messages: Messages | None = None,
+    ) -> SessionInfo:
+        """Create a session (id chosen or generated), optionally seeded with messages."""
+        config = self.config
+        batch = validate.messages(messages, config.limits) if messages else []
+
+        def run(conn: sqlite3.Connection) -> SessionInfo:
+            sid = sessions.create(conn, config, title, session_id, metadata)
+            if batch:
+                tree.append(conn, config, sid, batch)
+            return sessions.info(conn, config, sid)
+
+        result: SessionInfo = await self._db.write(run)
+        return result
+
+    async def get_session(self, session_id: str) -> SessionInfo:
+        result: SessionInfo = await self._r(
+            sessions.info, config=self.config, session_id=session_id
+        )
+        return result
+
+    async def list_sessions(
+        self,
+        limit: int = 50,
+        cursor: str | None = None,
+        status: Literal["active", "ended"] | None = None,
+    ) -> SessionList:
+        result: SessionList = await self._r(
+            sessions.listing, config=self.config, limit=limit, cursor=cursor, status=status
+        )
+        return result
+
+    async def rename_session(
+        self, session_id: str, title: str | None, metadata: dict[str, Any] | None = None
+    ) -> SessionInfo:
+        """Change the title (and, if given, replace the metadata)."""
+        config = self.config
+
+        def run(conn: sqlite3.Connection) -> SessionInfo:
+            sessions.rename(conn, config, session_id, title, metadata)
+            return sessions.info(conn, config, session_id)
+
+        result: SessionInfo = await self._db.write(run)
+        return result
+
+    async def delete_session(self, session_id: str) -> Deleted:
+        """Delete a session with its messages, compactions, usage and session blocks."""
+
+        def run(conn: sqlite3.Connection) -> Deleted:
+            count = sessions.delete(conn, session_id)
+            return Deleted.model_construct(
+                session_id=session_id, messages_deleted=count, head_id=None
+            )
+
+        result: Deleted = await self._db.write(run)
+        return result
+
+    async def fork_session(
+        self, session_id: str, message_id: str | None = None, title: str | None = None
+    ) -> SessionInfo:
+        """A new session holding a copy of the path up to ``message_id`` (default: the head)."""
+        config = self.config
+
+        def run(conn: sqlite3.Connection) -> SessionInfo:
+            child = sessions.fork(conn, config, session_id, message_id, title)
+            return sessions.info(conn, config, child)
+
+        result: SessionInfo = await self._db.write(run)
+        return result
+
+    # -- messages -----------------------------------------------------------------------
+
+    async def append_messages(
+        self, session_id: str, messages: Messages, parent_id: str | None = tree.OMITTED
+    ) -> AppendResult:
+        """Append messages atomically, to the head or (``parent_id``) as a new branch.
+
+        Omit ``parent_id`` to extend the head; pass a message id to branch there (an edit or
+        a regeneration); pass ``None`` to start a new root. The head moves to the last message.
+        A message whose ``id`` is already stored with the same content is a no-op.
+        """
+        batch = validate.messages(messages, self.config.limits)
+        result: AppendResult = await self._w(
+            tree.append, self._db.config, session_id, batch, parent_id
+        )
+        return result
+
+    async def get_history(
+        self,
+        session_id: str,
+        leaf_id: str | None = None,
+        limit: int | None = None,
+        before: str | None = None,
+        include_compacted: bool = False,
+        truncate_tool_output: int | None = None,
+    ) -> History:
+        """The path from the root to the head (or ``leaf_id``), oldest first.
+
+        ``limit`` returns the newest messages only; pass ``next_before`` as ``before`` for the
+        page before them. Compacted ranges read as their summary unless ``include_compacted``.
+        ``truncate_tool_output`` shortens tool results older than the latest user turn.
+        """
+        if limit is not None:
+            validate.limit(limit, "limit", 1, 100_000)
+        if truncate_tool_output is not None:
+            validate.limit(truncate_tool_output, "truncate_tool_output", 0, 10**9)
+        result: History = await self._r(
+            tree.history,
+            session_id=session_id,
+            leaf_id=leaf_id,
+            limit=limit,
+            before=before,
+            include_compacted=include_compacted,
+            truncate_tool_output=truncate_tool_output,
+        )
+        return result
+
+    async def list_branches(self, session_id: str) -> list[Branch]:
+        """Every leaf of the session's message tree, oldest first; usually one is the head."""
+        result: list[Branch] = await self._r(tree.branches, session_id=session_id)
+        return result
+
+    async def set_head(self, session_id: str, message_id: str) -> SessionInfo:
+        """Move the head, so history and the next append follow ``message_id``'s path."""
+        config = self.config
+
+        def run(conn: sqlite3.Connection) -> SessionInfo:
+            tree.set_head(conn, session_id, message_id)
+            return sessions.info(conn, config, session_id)
+
+        result: SessionInfo = await self._db.write(run)
+        return result
+
+    async def delete_messages(self, session_id: str, message_id: str) -> Deleted:
+        """Delete a message and every message below it; the head moves up if it was there."""
+        config = self.config
+
+        def run(conn: sqlite3.Connection) -> Deleted:
+            count, head_pk = tree.delete_subtree(conn, session_id, message_id)
+            head_id = None
+            if head_pk is None:
+                context.freeze(conn, config, session_id)  # the session is cleared
+            else:
+                head_id = conn.execute(
+                    "SELECT id FROM messages WHERE pk = ?", (head_pk,)
+                ).fetchone()[0]
+            return Deleted.model_construct(
+                session_id=session_id, messages_deleted=count, head_id=head_id
+            )
+
+        result: Deleted = await self._db.write(run)
+        return result
+
+    # -- compaction ---------------------------------------------------------------------
+
+    async def plan_compaction(
+        self, session_id: str, keep_first: int | None = None, keep_last: int | None = None
+    ) -> CompactionPlan:
+        """The range ``compact_session`` would replace now, with its messages, to summarise."""
+        result: CompactionPlan = await self._r(
+            compaction.plan,
+            config=self.config,
+            session_id=session_id,
+            keep_first=keep_first,
+            keep_last=keep_last,
+        )
+        return result
+
+    async def compact_session(
+        self,
+        session_id: str,
+        summary: str,
+        keep_first: int | None = None,
+        keep_last: int | None = None,
+        split: bool = False,
+    ) -> CompactionResult:
+        """Replace the compactable range with ``summary`` when reading (nothing is deleted).
+
+        ``split=True`` also ends the session and starts a child seeded with the summary and the
+        protected tail (its id is ``new_session_id``).
+        """
+        result: CompactionResult = await self._w(
+            compaction.compact, self.config, session_id, summary, keep_first, keep_last, split
+        )
+        return result
+
+    # -- context ------------------------------------------------------------------------
+
+    async def update_context(
+        self,
+        session_id: str,
+        label: str,
+        content: str,
+        mode: Literal["replace", "append"] = "replace",
+    ) -> BlockUsage:
+        """Replace or append to a context block; returns how full it is."""
+        result: BlockUsage = await self._w(
+            context.update, self.config, session_id, label, content, mode
+        )
+        return result
+
+    async def get_context(self, session_id: str, refresh: bool = False) -> ContextView:
+        """The session's blocks and its frozen system prompt (re-rendered first if ``refresh``)."""
+        config = self.config
+        if not refresh:
+            view: ContextView = await self._r(context.view, config=config, session_id=session_id)
+            return view
+
+        def run(conn: sqlite3.Connection) -> ContextView:
+            tree.session_row(conn, session_id, "1")
+            context.freeze(conn, config, session_id)
+            return context.view(conn, config, session_id)
+
+        result: ContextView = await self._db.write(run)
+        return result
+
+    # -- search and usage ---------------------------------------------------------------
+
+    async def session_search(
+        self,
+        query: str,
+        session_id: str | None = None,
+        role: Literal["system", "user", "assistant", "tool"] | None = None,
+        limit: int = 10,
+        cursor: str | None = None,
+    ) -> SearchResults:
+        """Ranked full-text search of every session (or one); the query is literal text."""
+        validate.limit(limit, "limit", 1, 50)
+        result: SearchResults = await self._r(
+            search.search,
+            config=self.config,
+            query=query,
+            session_id=session_id,
+            role=role,
+            limit=limit,
+            cursor=cursor,
+        )
+        return result
+
+    async def record_usage(
+        self,
+        session_id: str,
+        input_tokens: int,
+        output_tokens: int,
+        cost: float | None = None,
+        model: str | None = None,
+    ) -> UsageTotals:
+        """Add one turn's token and cost usage to the session's totals."""
+        result: UsageTotals = await self._w(
+            sessions.record_usage, session_id, input_tokens, output_tokens, cost, model
+        )
+        return result
+
+
+class _Opening:
+    """``Store.open(...)``: awaitable, and usable as ``async with``."""
+
+    def __init__(self, path: Path, config: Config) -> None:
+        self._path = path
+        self._config = config
+        self._store: Store | None = None
+
+    async def _open(self) -> Store:
+        config = self._config
+        writer = await anyio.to_thread.run_sync(schema.open_writer, self._path, config)
+        maintenance = functools.partial(search.index_pending, at_least=config.index_batch)
+        return Store(Database(self._path, config, writer, maintenance))
+
+    def __await__(self) -> Generator[Any, None, Store]:
+        return self._open().__await__()
+
+    async def __aenter__(self) -> Store:
+        self._store = await self._open()
+        return self._store
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if self._store is not None:
+            await self._store.close()

@@ -1,0 +1,515 @@
+"""Messages as a tree: appending, reading a path with compactions applied, branches, the head.
+
+A message row knows its parent (``parent_pk``), its ``depth`` on its path (the root is 1) and
+``path_tokens``, the token estimate of the whole path from the root down to it. Messages never
+change once written, so those stay true, and the token estimate of any path is one lookup.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from dataclasses import dataclass
+from typing import Any
+
+from threadline.config import Config
+from threadline.storage import validate
+from threadline.storage.errors import (
+    InvalidInput,
+    MessageConflict,
+    MessageNotFound,
+    SessionEnded,
+    SessionNotFound,
+)
+from threadline.storage.models import AppendResult, Branch, History, Message, MessageIn
+from threadline.storage.text import estimate_tokens, new_id, now, searchable_text
+
+OMITTED: Any = object()  # parent_id not given: attach to the head
+
+TOOL_RESULT_TYPES = frozenset({"tool_result", "tool-result", "function_call_output"})
+
+_CHAIN = """
+WITH RECURSIVE chain (n, pk, id, parent_pk, role, content, is_json, name, metadata, created_at) AS (
+    SELECT 0, pk, id, parent_pk, role, content, is_json, name, metadata, created_at
+    FROM messages WHERE pk = ?
+    UNION ALL
+    SELECT n + 1, m.pk, m.id, m.parent_pk, m.role, m.content, m.is_json, m.name, m.metadata,
+           m.created_at
+    FROM chain JOIN messages m ON m.pk = chain.parent_pk
+    WHERE n + 1 < ?
+)
+SELECT pk, id, parent_pk, (SELECT p.id FROM messages p WHERE p.pk = chain.parent_pk),
+       role, content, is_json, name, metadata, created_at
+FROM chain ORDER BY n
+"""
+
+_PATH_PKS = """
+WITH RECURSIVE chain (pk) AS (
+    VALUES (?)
+    UNION ALL
+    SELECT m.parent_pk FROM chain JOIN messages m ON m.pk = chain.pk WHERE m.parent_pk IS NOT NULL
+)
+SELECT pk FROM chain
+"""
+
+_INSERT = """
+INSERT INTO messages (session_id, id, parent_pk, depth, path_tokens, role, content, is_json, body,
+                      name, metadata, tokens, created_at)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class Compaction:
+    """A stored compaction, with what reading and estimating need of its endpoints."""
+
+    pk: int
+    start_pk: int
+    end_pk: int
+    start_parent_pk: int | None
+    start_parent_id: str | None
+    start_depth: int
+    end_depth: int
+    replaced_tokens: int
+    summary: str
+    replaced: int
+    created_at: str
+
+    @property
+    def summary_id(self) -> str:
+        return f"compaction:{self.pk}"
+
+    def message(self) -> Message:
+        return Message.model_construct(
+            id=self.summary_id,
+            role="user",
+            content=self.summary,
+            name=None,
+            metadata=None,
+            parent_id=self.start_parent_id,
+            created_at=self.created_at,
+            compacted=False,
+            summary_of=self.replaced,
+            truncated=False,
+        )
+
+
+# -- lookups --------------------------------------------------------------------------------
+
+
+def session_row(conn: sqlite3.Connection, session_id: str, columns: str) -> tuple[Any, ...]:
+    validate.session_id(session_id)
+    row = conn.execute(f"SELECT {columns} FROM sessions WHERE id = ?", (session_id,)).fetchone()
+    if row is None:
+        raise SessionNotFound(session_id)
+    return tuple(row)
+
+
+def message_pk(conn: sqlite3.Connection, session_id: str, message_id: str, field: str) -> int:
+    validate.message_id(message_id, field)
+    row = conn.execute(
+        "SELECT pk FROM messages WHERE session_id = ? AND id = ?", (session_id, message_id)
+    ).fetchone()
+    if row is None:
+        raise MessageNotFound(session_id, message_id, field)
+    return int(row[0])
+
+
+def compactions(conn: sqlite3.Connection, session_id: str) -> list[Compaction]:
+    """The session's compactions, newest first."""
+    rows = conn.execute(
+        """SELECT c.pk, c.start_pk, c.end_pk, s.parent_pk,
+                  (SELECT p.id FROM messages p WHERE p.pk = s.parent_pk),
+                  s.depth, e.depth, e.path_tokens - s.path_tokens + s.tokens,
+                  c.summary, c.replaced, c.created_at
+           FROM compactions c
+           JOIN messages s ON s.pk = c.start_pk
+           JOIN messages e ON e.pk = c.end_pk
+           WHERE c.session_id = ? ORDER BY c.pk DESC""",
+        (session_id,),
+    ).fetchall()
+    return [Compaction(*row) for row in rows]
+
+
+# -- reading a path -------------------------------------------------------------------------
+
+
+def message_from_row(row: tuple[Any, ...], compacted: bool = False) -> Message:
+    _pk, mid, _parent_pk, parent_id, role, content, is_json, name, metadata, created_at = row
+    return Message.model_construct(
+        id=mid,
+        role=role,
+        content=json.loads(content) if is_json else content,
+        name=name,
+        metadata=json.loads(metadata) if metadata is not None else None,
+        parent_id=parent_id,
+        created_at=created_at,
+        compacted=compacted,
+        summary_of=None,
+        truncated=False,
+    )
+
+
+def walk(
+    conn: sqlite3.Connection,
+    start_pk: int | None,
+    comps: list[Compaction],
+    *,
+    want: int | None = None,
+    include_compacted: bool = False,
+) -> list[tuple[Message, tuple[Any, ...] | None]]:
+    """The path from ``start_pk`` up towards the root, newest first, compactions applied.
+
+    Each entry is a message and its row (None for a compaction summary). Walks only as far as
+    ``want`` entries, so the last page of a long session costs a page, not the session.
+    """
+    # Oldest first, so that of two compactions ending on one message the newest wins.
+    by_end = {comp.end_pk: comp for comp in reversed(comps)}
+    entries: list[tuple[Message, tuple[Any, ...] | None]] = []
+    inside: int | None = None  # with include_compacted: the start of the range we are in
+    pk = start_pk
+    while pk is not None and (want is None or len(entries) < want):
+        budget = 1 << 62 if want is None else want - len(entries)
+        rows = conn.execute(_CHAIN, (pk, budget)).fetchall()
+        pk = None
+        for row in rows:
+            c = by_end.get(row[0]) if inside is None else None
+            if c is not None and not include_compacted:
+                entries.append((c.message(), None))
+                pk = c.start_parent_pk
+                break
+            if c is not None:
+                inside = c.start_pk
+            entries.append((message_from_row(row, compacted=inside is not None), row))
+            if inside == row[0]:
+                inside = None
+            if want is not None and len(entries) >= want:
+                break
+        else:
+            pk = rows[-1][2] if rows else None
+    return entries
+
+
+def effective_tokens(conn: sqlite3.Connection, session_id: str, head_pk: int | None) -> int:
+    """The token estimate of the path to ``head_pk`` as history reads it (summaries applied)."""
+    if head_pk is None:
+        return 0
+    total: int = conn.execute(
+        "SELECT path_tokens FROM messages WHERE pk = ?", (head_pk,)
+    ).fetchone()[0]
+    comps = compactions(conn, session_id)
+    if not comps:
+        return total
+    on_path = {row[0] for row in conn.execute(_PATH_PKS, (head_pk,))}
+    applied: list[Compaction] = []
+    for c in comps:  # newest first: an extension hides what it extends
+        if c.end_pk not in on_path or any(
+            a.start_depth <= c.start_depth and c.end_depth <= a.end_depth for a in applied
+        ):
+            continue
+        applied.append(c)
+        total += estimate_tokens(c.summary) - c.replaced_tokens
+    return total
+
+
+def history(
+    conn: sqlite3.Connection,
+    session_id: str,
+    *,
+    leaf_id: str | None,
+    limit: int | None,
+    before: str | None,
+    include_compacted: bool,
+    truncate_tool_output: int | None,
+) -> History:
+    (head_pk,) = session_row(conn, session_id, "head_pk")
+    leaf_pk = head_pk if leaf_id is None else message_pk(conn, session_id, leaf_id, "leaf_id")
+    comps = compactions(conn, session_id)
+    start = leaf_pk
+    if before is not None:
+        start = _before(conn, session_id, before, comps)
+    want = None if limit is None else limit + 1
+    entries = walk(conn, start, comps, want=want, include_compacted=include_compacted)
+    has_more = limit is not None and len(entries) > limit
+    if has_more:
+        del entries[limit:]
+    if truncate_tool_output is not None:
+        entries = _truncate_old_tool_output(entries, truncate_tool_output, before is not None)
+    messages = [m for m, _ in reversed(entries)]
+    leaf = None
+    if leaf_pk is not None:
+        leaf = conn.execute("SELECT id FROM messages WHERE pk = ?", (leaf_pk,)).fetchone()[0]
+    return History.model_construct(
+        session_id=session_id,
+        leaf_id=leaf,
+        messages=messages,
+        has_more=has_more,
+        next_before=messages[0].id if has_more and messages else None,
+    )
+
+
+def _before(
+    conn: sqlite3.Connection, session_id: str, before: str, comps: list[Compaction]
+) -> int | None:
+    validate.message_id(before, "before")
+    number = validate.summary_pk(before)
+    if number is not None:
+        for c in comps:
+            if c.pk == number:
+                return c.start_parent_pk
+        raise MessageNotFound(session_id, before, "before")
+    pk = message_pk(conn, session_id, before, "before")
+    parent: int | None = conn.execute(
+        "SELECT parent_pk FROM messages WHERE pk = ?", (pk,)
+    ).fetchone()[0]
+    return parent
+
+
+def is_tool_result(role: str, content: Any) -> bool:
+    if role == "tool":
+        return True
+    return isinstance(content, list) and any(
+        isinstance(p, dict) and p.get("type") in TOOL_RESULT_TYPES for p in content
+    )
+
+
+def _truncate_old_tool_output(
+    entries: list[tuple[Message, tuple[Any, ...] | None]], keep: int, all_old: bool
+) -> list[tuple[Message, tuple[Any, ...] | None]]:
+    """Shorten tool output older than the latest user turn; the current turn stays whole."""
+    out = []
+    old = all_old
+    for message, row in entries:  # newest first
+        if old and is_tool_result(message.role, message.content):
+            content, cut = _shorten(message.content, keep, whole=message.role == "tool")
+            if cut:
+                message = message.model_copy(update={"content": content, "truncated": True})
+        if message.role == "user" and not is_tool_result(message.role, message.content):
+            old = True
+        out.append((message, row))
+    return out
+
+
+def _shorten(value: Any, keep: int, whole: bool) -> tuple[Any, bool]:
+    if isinstance(value, str):
+        if len(value) <= keep:
+            return value, False
+        return f"{value[:keep]}… [{len(value) - keep} more characters truncated]", True
+    if isinstance(value, list):
+        cut = False
+        items = []
+        for item in value:
+            if whole or (isinstance(item, dict) and item.get("type") in TOOL_RESULT_TYPES):
+                item, c = _shorten_part(item, keep)
+                cut = cut or c
+            items.append(item)
+        return items, cut
+    return value, False
+
+
+def _shorten_part(part: Any, keep: int) -> tuple[Any, bool]:
+    if isinstance(part, str):
+        return _shorten(part, keep, whole=True)
+    if isinstance(part, list):
+        return _shorten(part, keep, whole=True)
+    if isinstance(part, dict):
+        cut = False
+        out = {}
+        for key, value in part.items():
+            if key in ("text", "content", "output", "result"):
+                value, c = _shorten_part(value, keep)
+                cut = cut or c
+            out[key] = value
+        return out, cut
+    return part, False
+
+
+# -- writing --------------------------------------------------------------------------------
+
+
+def encode_message(message: MessageIn, index: int, config: Config) -> tuple[Any, ...]:
+    """(role, content, is_json, body, name, metadata, tokens) as stored, after the size rules."""
+    field = f"messages[{index}]"
+    limit = config.limits.max_message_chars
+    if isinstance(message.content, str):
+        content, is_json, body = message.content, 0, None
+        validate.unicode(content, f"{field}.content")
+    else:
+        content, is_json = validate.dump_json(message.content, f"{field}.content"), 1
+        body = searchable_text(message.content)
+    if len(content) > limit:
+        raise InvalidInput(
+            f"{field}.content", f"is {len(content)} characters; the limit is {limit} per message"
+        )
+    if message.name is not None:
+        validate.unicode(message.name, f"{field}.name")
+    meta = validate.metadata(message.metadata, f"{field}.metadata", config.limits)
+    tokens = estimate_tokens(content if body is None else body)
+    return message.role, content, is_json, body, message.name, meta, tokens
+
+
+def append(
+    conn: sqlite3.Connection,
+    config: Config,
+    session_id: str,
+    messages: list[MessageIn],
+    parent_id: Any = OMITTED,
+) -> AppendResult:
+    status, head_pk, estimate = session_row(conn, session_id, "status, head_pk, token_estimate")
+    if status == "ended":
+        raise SessionEnded(
+            f"session {session_id!r} has ended (it was split); append to the session it was "
+            "split into (see get_session)"
+        )
+    if not messages:
+        raise InvalidInput("messages", "must hold at least one message")
+    encoded = [encode_message(m, i, config) for i, m in enumerate(messages)]
+    if parent_id is OMITTED:
+        parent_pk = head_pk
+    elif parent_id is None:
+        parent_pk = None
+    else:
+        parent_pk = message_pk(conn, session_id, parent_id, "parent_id")
+    depth, path_tokens = 0, 0
+    if parent_pk is not None:
+        depth, path_tokens = conn.execute(
+            "SELECT depth, path_tokens FROM messages WHERE pk = ?", (parent_pk,)
+        ).fetchone()
+    linear = parent_pk == head_pk
+    created_at = now()
+    ids: list[str] = []
+    inserted = added = 0
+    for i, (message, row) in enumerate(zip(messages, encoded, strict=True)):
+        role, content, is_json, body, name, meta, tokens = row
+        mid = message.id
+        if mid is not None:
+            existing = conn.execute(
+                "SELECT pk, depth, path_tokens, role, content, is_json, name, metadata "
+                "FROM messages WHERE session_id = ? AND id = ?",
+                (session_id, mid),
+            ).fetchone()
+            if existing is not None:
+                if tuple(existing[3:]) != (role, content, is_json, name, meta):
+                    raise MessageConflict(
+                        f"messages[{i}].id: message {mid!r} already exists in session "
+                        f"{session_id!r} with different content; use a new id"
+                    )
+                parent_pk, depth, path_tokens = existing[:3]
+                linear = False
+                ids.append(mid)
+                continue
+        else:
+            mid = new_id()
+        depth += 1
+        path_tokens += tokens
+        cursor = conn.execute(
+            _INSERT,
+            (
+                session_id,
+                mid,
+                parent_pk,
+                depth,
+                path_tokens,
+                role,
+                content,
+                is_json,
+                body,
+                name,
+                meta,
+                tokens,
+                created_at,
+            ),
+        )
+        parent_pk = cursor.lastrowid
+        inserted += 1
+        added += tokens
+        ids.append(mid)
+    if inserted == 0:  # a retry of messages already stored: nothing changes
+        head = head_pk
+    else:
+        head = parent_pk
+        estimate = estimate + added if linear else effective_tokens(conn, session_id, head)
+        conn.execute(
+            "UPDATE sessions SET head_pk = ?, message_count = message_count + ?, "
+            "token_estimate = ?, updated_at = ? WHERE id = ?",
+            (head, inserted, estimate, created_at, session_id),
+        )
+    head_id = None
+    if head is not None:
+        head_id = ids[-1] if inserted else _message_id(conn, head)
+    return AppendResult.model_construct(
+        session_id=session_id,
+        message_ids=ids,
+        head_id=head_id,
+        token_estimate=estimate,
+        needs_compaction=estimate > config.compaction.threshold_tokens,
+    )
+
+
+def _message_id(conn: sqlite3.Connection, pk: int) -> str:
+    value: str = conn.execute("SELECT id FROM messages WHERE pk = ?", (pk,)).fetchone()[0]
+    return value
+
+
+def set_head(conn: sqlite3.Connection, session_id: str, message_id: str) -> None:
+    session_row(conn, session_id, "1")
+    pk = message_pk(conn, session_id, message_id, "message_id")
+    conn.execute(
+        "UPDATE sessions SET head_pk = ?, token_estimate = ?, updated_at = ? WHERE id = ?",
+        (pk, effective_tokens(conn, session_id, pk), now(), session_id),
+    )
+
+
+def branches(conn: sqlite3.Connection, session_id: str) -> list[Branch]:
+    (head_pk,) = session_row(conn, session_id, "head_pk")
+    rows = conn.execute(
+        """SELECT m.pk, m.id, m.depth, m.created_at, substr(coalesce(m.body, m.content), 1, 160)
+           FROM messages m
+           WHERE m.session_id = ? AND NOT EXISTS (SELECT 1 FROM messages c WHERE c.parent_pk = m.pk)
+           ORDER BY m.pk""",
+        (session_id,),
+    ).fetchall()
+    return [
+        Branch.model_construct(
+            leaf_id=mid,
+            message_count=depth,
+            created_at=created,
+            preview=preview,
+            is_head=pk == head_pk,
+        )
+        for pk, mid, depth, created, preview in rows
+    ]
+
+
+def branch_count(conn: sqlite3.Connection, session_id: str) -> int:
+    count: int = conn.execute(
+        """SELECT count(*) FROM messages m WHERE m.session_id = ?
+           AND NOT EXISTS (SELECT 1 FROM messages c WHERE c.parent_pk = m.pk)""",
+        (session_id,),
+    ).fetchone()[0]
+    return count
+
+
+def delete_subtree(
+    conn: sqlite3.Connection, session_id: str, message_id: str
+) -> tuple[int, int | None]:
+    """Delete a message and everything below it; returns (count, new head pk)."""
+    (head_pk,) = session_row(conn, session_id, "head_pk")
+    pk = message_pk(conn, session_id, message_id, "message_id")
+    parent_pk = conn.execute("SELECT parent_pk FROM messages WHERE pk = ?", (pk,)).fetchone()[0]
+    deleted = conn.execute(
+        """DELETE FROM messages WHERE pk IN (
+               WITH RECURSIVE sub (pk) AS (
+                   VALUES (?) UNION ALL
+                   SELECT m.pk FROM messages m JOIN sub ON m.parent_pk = sub.pk)
+               SELECT pk FROM sub)""",
+        (pk,),
+    ).rowcount
+    if conn.execute("SELECT 1 FROM messages WHERE pk = ?", (head_pk,)).fetchone() is None:
+        head_pk = parent_pk
+    conn.execute(
+        "UPDATE sessions SET head_pk = ?, message_count = message_count - ?, token_estimate = ?, "
+        "updated_at = ? WHERE id = ?",
+        (head_pk, deleted, effective_tokens(conn, session_id, head_pk), now(), session_id),
+    )
+    return deleted, head_pk

@@ -1,0 +1,125 @@
+"""Input rules shared by every operation. Each failure names the field and the rule."""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import Sequence
+from typing import Any
+
+from pydantic import TypeAdapter
+from pydantic import ValidationError as PydanticError
+
+from threadline.config import Limits
+from threadline.storage.errors import InvalidInput
+from threadline.storage.models import MessageIn
+from threadline.storage.text import ID_PATTERN, is_id
+
+_MESSAGES = TypeAdapter(list[MessageIn])
+
+
+def session_id(value: object, field: str = "session_id") -> str:
+    if not isinstance(value, str) or not is_id(value):
+        raise InvalidInput(field, f"must match {ID_PATTERN} (letters, digits, '.', '_', '-')")
+    return value
+
+
+def message_id(value: object, field: str = "message_id") -> str:
+    """A message id to look up; compaction summaries (``compaction:N``) are ids too."""
+    if not isinstance(value, str) or not (is_id(value) or _is_summary_id(value)):
+        raise InvalidInput(field, f"must be a message id matching {ID_PATTERN}")
+    return value
+
+
+def _is_summary_id(value: str) -> bool:
+    prefix, _, number = value.partition(":")
+    return prefix == "compaction" and number.isdigit() and len(number) < 19
+
+
+def summary_pk(value: str) -> int | None:
+    return int(value.partition(":")[2]) if _is_summary_id(value) else None
+
+
+def text(value: object, field: str, max_chars: int, *, allow_empty: bool = True) -> str:
+    if not isinstance(value, str):
+        raise InvalidInput(field, "must be a string")
+    if len(value) > max_chars:
+        raise InvalidInput(field, f"is {len(value)} characters; the limit is {max_chars}")
+    if not allow_empty and not value.strip():
+        raise InvalidInput(field, "must not be empty")
+    unicode(value, field)
+    return value
+
+
+def unicode(value: str, field: str) -> None:
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise InvalidInput(field, "must be valid Unicode (it holds a lone surrogate)") from None
+
+
+def metadata(value: object, field: str, limits: Limits) -> str | None:
+    """Metadata as compact JSON text, or None."""
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise InvalidInput(field, "must be an object")
+    encoded = dump_json(value, field)
+    if len(encoded.encode("utf-8")) > limits.max_metadata_bytes:
+        raise InvalidInput(field, f"is over the limit of {limits.max_metadata_bytes} bytes of JSON")
+    return encoded
+
+
+def dump_json(value: Any, field: str) -> str:
+    try:
+        encoded = json.dumps(value, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise InvalidInput(field, f"must be JSON ({exc})") from None
+    unicode(encoded, field)
+    return encoded
+
+
+def messages(value: Sequence[MessageIn | dict[str, Any]], limits: Limits) -> list[MessageIn]:
+    if isinstance(value, str | bytes) or not isinstance(value, Sequence):
+        raise InvalidInput("messages", "must be a list of messages")
+    if len(value) > limits.max_batch_messages:
+        raise InvalidInput(
+            "messages", f"holds {len(value)} messages; the limit is {limits.max_batch_messages}"
+        )
+    items = [m.model_dump(exclude_unset=True) if isinstance(m, MessageIn) else m for m in value]
+    try:
+        return _MESSAGES.validate_python(items)
+    except PydanticError as exc:
+        first = exc.errors()[0]
+        index, name = first["loc"][:2] if len(first["loc"]) > 1 else (first["loc"][0], "")
+        field = f"messages[{index}].{name}" if name else f"messages[{index}]"
+        rule = first["msg"].lower()
+        if name == "content":  # a union: pydantic reports each member; say the rule once
+            rule = "must be a string or a list of JSON parts"
+        raise InvalidInput(field, rule) from None
+
+
+def limit(value: object, field: str, low: int, high: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise InvalidInput(field, f"must be a whole number from {low} to {high}")
+    return value
+
+
+def encode_cursor(payload: list[Any]) -> str:
+    return base64.urlsafe_b64encode(json.dumps(payload).encode()).decode().rstrip("=")
+
+
+def decode_cursor(value: object, field: str, shape: Sequence[type]) -> list[Any]:
+    """Decode a cursor this store made; anything else is refused, not guessed at."""
+    bad = InvalidInput(field, "is not a cursor returned by the previous page")
+    if not isinstance(value, str) or len(value) > 512:
+        raise bad
+    try:
+        payload = json.loads(base64.urlsafe_b64decode(value + "=" * (-len(value) % 4)))
+    except ValueError:
+        raise bad from None
+    if not isinstance(payload, list) or len(payload) != len(shape):
+        raise bad
+    if not all(type(item) is kind for item, kind in zip(payload, shape, strict=True)):
+        raise bad
+    return payload

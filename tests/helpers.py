@@ -1,0 +1,30 @@
+"""Small helpers shared by tests."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+
+def integrity(path: Path) -> tuple[str, str]:
+    """(``PRAGMA integrity_check``, FTS5 integrity check of both indexes) on a fresh connection."""
+    conn = sqlite3.connect(path)
+    try:
+        check = conn.execute("PRAGMA integrity_check").fetchone()[0]
+        for table in ("fts_words", "fts_trigram"):
+            conn.execute(f"INSERT INTO {table} ({table}) VALUES ('integrity-check')")
+        return check, "ok"
+    finally:
+        conn.close()
+
+
+def dump(path: Path) -> list[tuple[object, ...]]:
+    """Every row of the user tables, for before/after comparisons."""
+    conn = sqlite3.connect(path)
+    try:
+        rows: list[tuple[object, ...]] = []
+        for table in ("sessions", "messages", "compactions", "context_blocks", "usage"):
+            rows += [(table, *r) for r in conn.execute(f"SELECT * FROM {table} ORDER BY 1, 2")]
+        return rows
+    finally:
+        conn.close()
