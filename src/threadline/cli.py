@@ -10,7 +10,10 @@ from pathlib import Path
 
 import anyio
 
+from threadline.config import Config, ConfigError, load_config
 from threadline.storage import Store, ThreadlineError
+
+log = logging.getLogger("threadline")
 
 
 def default_data_dir() -> Path:
@@ -29,18 +32,48 @@ def _parser() -> argparse.ArgumentParser:
         prog="threadline",
         description="Persistent, parallel, isolated conversation threads over SQLite.",
     )
-    parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging")
     commands = parser.add_subparsers(dest="command", required=True)
+    serve = commands.add_parser(
+        "serve",
+        help="run the MCP server (stdio: for Claude Desktop, Claude Code, Cursor, VS Code)",
+        description="Run the threadline MCP server. Over stdio nothing but the protocol is "
+        "written to stdout; logs go to stderr.",
+    )
+    _common(serve)
+    serve.add_argument(
+        "--transport", choices=["stdio"], default="stdio", help="how clients connect (stdio)"
+    )
     demo = commands.add_parser(
         "demo", help="create two threads in a store and show they stay apart"
     )
-    demo.add_argument(
+    _common(demo)
+    return parser
+
+
+def _common(command: argparse.ArgumentParser) -> None:
+    command.add_argument(
         "--data-dir",
         type=Path,
-        default=Path(os.environ.get("THREADLINE_DATA_DIR") or default_data_dir()),
-        help="where the store lives (env THREADLINE_DATA_DIR; default: %(default)s)",
+        help="where stores live (env THREADLINE_DATA_DIR; default: config data_dir, else "
+        f"{default_data_dir()})",
     )
-    return parser
+    command.add_argument(
+        "--config",
+        type=Path,
+        default=Path(os.environ["THREADLINE_CONFIG"])
+        if os.environ.get("THREADLINE_CONFIG")
+        else None,
+        help="a threadline.toml (env THREADLINE_CONFIG)",
+    )
+    command.add_argument("-v", "--verbose", action="count", default=0, help="more logging")
+
+
+def _serve(config: Config, data_dir: Path) -> None:
+    from threadline.server import LocalRuntime, build_server
+
+    runtime = LocalRuntime(data_dir, config)
+    log.info("serving %s over stdio", runtime.path)
+    build_server(runtime, lifespan=runtime).run("stdio")
 
 
 async def _demo(data_dir: Path) -> None:
@@ -67,15 +100,21 @@ async def _demo(data_dir: Path) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(
-        level=logging.WARNING - 10 * args.verbose,
+        level=max(logging.DEBUG, logging.WARNING - 10 * args.verbose),
         stream=sys.stderr,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     try:
-        if args.command == "demo":
-            args.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-            anyio.run(_demo, args.data_dir)
-    except ThreadlineError as exc:
+        config = load_config(args.config)
+        data_dir = args.data_dir or config.data_dir or default_data_dir()
+        if args.command == "serve":
+            _serve(config, data_dir)
+        elif args.command == "demo":
+            data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+            anyio.run(_demo, data_dir)
+    except (ThreadlineError, ConfigError) as exc:
         print(f"threadline: {exc}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        return 130
     return 0

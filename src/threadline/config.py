@@ -7,7 +7,11 @@ TOML file and environment overrides into it (see ``configs/threadline.toml``); t
 
 from __future__ import annotations
 
-from typing import Literal
+import os
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -84,6 +88,9 @@ class Compaction(_Frozen):
 class Config(_Frozen):
     """Everything threadline can be told, with defaults that work."""
 
+    data_dir: Path | None = Field(
+        default=None, description="Where stores live; default: the platform's user data directory."
+    )
     blocks: tuple[BlockSpec, ...] = DEFAULT_BLOCKS
     limits: Limits = Limits()
     compaction: Compaction = Compaction()
@@ -121,3 +128,35 @@ class Config(_Frozen):
 
     def block(self, label: str) -> BlockSpec | None:
         return next((b for b in self.blocks if b.label == label), None)
+
+
+class ConfigError(ValueError):
+    """The configuration file or environment is not valid; the message names the key."""
+
+
+def load_config(path: Path | None, environ: Mapping[str, str] = os.environ) -> Config:
+    """Read the TOML file (if any), apply environment overrides, and validate once.
+
+    Environment: ``THREADLINE_DATA_DIR`` overrides ``data_dir``.
+    """
+    raw: dict[str, Any] = {}
+    if path is not None:
+        try:
+            raw = tomllib.loads(path.read_text(encoding="utf-8"))
+        except OSError as exc:
+            raise ConfigError(f"config file {path}: {exc.strerror or exc}") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"config file {path}: {exc}") from None
+    if environ.get("THREADLINE_DATA_DIR"):
+        raw["data_dir"] = environ["THREADLINE_DATA_DIR"]
+    if "blocks" in raw and isinstance(raw["blocks"], list):
+        raw["blocks"] = tuple(raw["blocks"])
+    try:
+        return Config.model_validate(raw)
+    except ValueError as exc:
+        errors = getattr(exc, "errors", None)
+        if callable(errors):
+            first = errors()[0]
+            key = ".".join(str(p) for p in first["loc"]) or "(top level)"
+            raise ConfigError(f"config {key}: {first['msg']}") from None
+        raise ConfigError(f"config: {exc}") from None

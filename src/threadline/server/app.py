@@ -1,0 +1,84 @@
+"""The MCPServer: instructions, tools, resources, the prompt, and legacy subscriptions."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import AsyncIterator
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from typing import Any
+
+from mcp.server import MCPServer, NotificationOptions, ServerRequestContext
+from mcp.types import EmptyResult, SubscribeRequestParams, UnsubscribeRequestParams
+
+from threadline import __version__
+from threadline.tools import SUBSCRIPTIONS, Runtime, register_all
+
+INSTRUCTIONS = """\
+threadline keeps persistent conversation threads ("sessions") for this user, in parallel and
+isolated from each other. How to use it:
+- One session per thread, topic or task. Create it with create_session and pass its
+  session_id to every call: there is no "current session", so always name it.
+- Each turn, append the user's message and your reply with append_messages. To edit a message
+  or regenerate a reply, append with parent_id (a new branch); get_history reads the thread.
+- Before asking the user to repeat something, search earlier threads with session_search.
+- Write lasting facts about the user with update_context (block "memory", shared by all
+  sessions); keep notes for this thread in "scratchpad". get_context shows the blocks and the
+  frozen system prompt.
+- When a session reports needs_compaction, call compact_session; nothing is lost.
+- list_sessions finds earlier threads; fork_session explores an alternative safely.
+"""
+
+
+def build_server(
+    runtime: Runtime,
+    lifespan: AbstractAsyncContextManager[Any] | None = None,
+) -> MCPServer[Any]:
+    """A threadline MCP server whose stores come from ``runtime``.
+
+    ``lifespan`` (optional) is entered when the server starts and left when it stops: the
+    place to open and close stores.
+    """
+
+    @asynccontextmanager
+    async def run(_: MCPServer[Any]) -> AsyncIterator[Runtime]:
+        if lifespan is None:
+            yield runtime
+        else:
+            async with lifespan:
+                yield runtime
+
+    mcp: MCPServer[Any] = MCPServer(
+        "threadline",
+        title="threadline",
+        description="Persistent, parallel, isolated conversation threads.",
+        instructions=INSTRUCTIONS,
+        version=__version__,
+        lifespan=run,
+    )
+    register_all(mcp, runtime)
+    _legacy_subscriptions(mcp)
+    return mcp
+
+
+def _legacy_subscriptions(mcp: MCPServer[Any]) -> None:
+    """2025-11-25 clients subscribe with resources/subscribe and expect listChanged flags."""
+    low = mcp._lowlevel_server
+
+    async def subscribe(
+        ctx: ServerRequestContext[Any], params: SubscribeRequestParams
+    ) -> EmptyResult:
+        SUBSCRIPTIONS.add(ctx.session, params.uri)
+        return EmptyResult()
+
+    async def unsubscribe(
+        ctx: ServerRequestContext[Any], params: UnsubscribeRequestParams
+    ) -> EmptyResult:
+        SUBSCRIPTIONS.remove(ctx.session, params.uri)
+        return EmptyResult()
+
+    low.add_request_handler("resources/subscribe", SubscribeRequestParams, subscribe)
+    low.add_request_handler("resources/unsubscribe", UnsubscribeRequestParams, unsubscribe)
+    low.create_initialization_options = functools.partial(  # type: ignore[method-assign]
+        low.create_initialization_options,
+        NotificationOptions(tools_changed=True, resources_changed=True, prompts_changed=True),
+    )

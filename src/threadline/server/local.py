@@ -1,0 +1,41 @@
+"""The stdio runtime: one local user, one store in the data directory."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from types import TracebackType
+
+from threadline.config import Config
+from threadline.storage import Store, StoreError
+
+LOCAL_STORE = "local.db"
+
+
+class LocalRuntime:
+    """Serves the one store of the local user; opened when the server starts."""
+
+    def __init__(self, data_dir: Path, config: Config) -> None:
+        self.config = config
+        self.path = data_dir / LOCAL_STORE
+        self._data_dir = data_dir
+        self._store: Store | None = None
+
+    async def store(self) -> Store:
+        if self._store is None:
+            raise StoreError("the store is not open (the server is not running)")
+        return self._store
+
+    async def __aenter__(self) -> LocalRuntime:
+        self._data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self._store = await Store.open(self.path, self.config)
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if self._store is not None:
+            await self._store.close()
+            self._store = None

@@ -1,0 +1,150 @@
+"""Tools for messages: append, read history (with branches), move the head, delete."""
+
+import json
+from typing import Annotated, Any
+
+from mcp.server import MCPServer
+from mcp.server.mcpserver import Context
+from pydantic import Field
+
+from threadline.storage import AppendResult, Branch, Deleted, History, MessageIn, SessionInfo
+from threadline.tools.common import MessageId, Runtime, SessionId, hints, notify, tool_errors
+
+# Hosts refuse large tool results (Claude Code: 25,000 tokens). A page of history is cut to
+# this many characters of JSON, oldest messages first, and says so through has_more.
+RESULT_BUDGET_CHARS = 60_000
+
+
+class HistoryPage(History):
+    branches: list[Branch] | None = Field(
+        default=None, description="Every leaf of the message tree (with include_branches)."
+    )
+
+
+def fit(history: History, budget: int = RESULT_BUDGET_CHARS) -> History:
+    """Drop the oldest messages of a page until it fits ``budget``; shorten a lone giant."""
+    messages = list(history.messages)
+    sizes = [len(json.dumps(m.content, ensure_ascii=False)) + 200 for m in messages]
+    total = sum(sizes)
+    if total <= budget:
+        return history
+    while len(messages) > 1 and total > budget:
+        total -= sizes.pop(0)
+        messages.pop(0)
+    if total > budget and isinstance(messages[0].content, str):
+        content = messages[0].content
+        keep = max(0, budget - 200)
+        messages[0] = messages[0].model_copy(
+            update={
+                "content": f"{content[:keep]}… [{len(content) - keep} more characters not shown]",
+                "truncated": True,
+            }
+        )
+    return history.model_copy(
+        update={"messages": messages, "has_more": True, "next_before": messages[0].id}
+    )
+
+
+def register(mcp: MCPServer[Any], runtime: Runtime) -> None:
+    @mcp.tool(annotations=hints())
+    async def append_messages(
+        ctx: Context[Any, Any],
+        session_id: SessionId,
+        messages: Annotated[
+            list[MessageIn],
+            Field(
+                description="Messages in order. Each: role (system|user|assistant|tool), "
+                "content (a string, or a list of JSON parts such as text, tool calls and tool "
+                "results), optional id (makes retries safe), name, metadata.",
+                min_length=1,
+                max_length=1000,
+            ),
+        ],
+        parent_id: Annotated[
+            str | None,
+            Field(
+                description="Attach under this message instead of the head: that is how you "
+                "edit a message or regenerate a reply (a new branch). Omit to continue the "
+                "conversation at its head."
+            ),
+        ] = None,
+        new_root: Annotated[
+            bool,
+            Field(description="Start a separate new root in this session instead (rarely needed)."),
+        ] = False,
+    ) -> AppendResult:
+        """Append messages to a session, all or none, and move its head to the last one.
+
+        Call it with the user's message and your reply each turn. Messages with an id that is
+        already stored with the same content are skipped, so a retry never duplicates.
+        Returns the message ids, the new head, and whether the session needs compaction.
+        """
+        with tool_errors():
+            store = await runtime.store()
+            if new_root or parent_id is not None:
+                result = await store.append_messages(session_id, messages, parent_id)
+            else:
+                result = await store.append_messages(session_id, messages)
+        await notify(ctx, (session_id,))
+        return result
+
+    @mcp.tool(annotations=hints(read_only=True, idempotent=True))
+    async def get_history(
+        session_id: SessionId,
+        leaf_id: Annotated[
+            str | None, Field(description="Read another branch, ending at this message.")
+        ] = None,
+        limit: Annotated[int, Field(description="Newest messages to return.", ge=1, le=500)] = 50,
+        before: Annotated[
+            str | None, Field(description="next_before of the previous page, to read further back.")
+        ] = None,
+        include_compacted: Annotated[
+            bool, Field(description="Show the original messages instead of compaction summaries.")
+        ] = False,
+        truncate_tool_output: Annotated[
+            int | None,
+            Field(description="Cut older tool results to this many characters.", ge=0),
+        ] = None,
+        include_branches: Annotated[
+            bool, Field(description="Also list every branch (leaf) of the session.")
+        ] = False,
+    ) -> HistoryPage:
+        """Read a session's conversation, oldest first, ending at its head (or leaf_id).
+
+        Returns the newest `limit` messages; has_more and next_before page further back.
+        Compacted ranges read as one summary message (id 'compaction:N'). Use it to resume a
+        thread; use session_search to find something without reading everything.
+        """
+        with tool_errors():
+            store = await runtime.store()
+            history = fit(
+                await store.get_history(
+                    session_id, leaf_id, limit, before, include_compacted, truncate_tool_output
+                )
+            )
+            branches = await store.list_branches(session_id) if include_branches else None
+        return HistoryPage.model_construct(**dict(history), branches=branches)
+
+    @mcp.tool(annotations=hints(idempotent=True))
+    async def set_head(
+        ctx: Context[Any, Any], session_id: SessionId, message_id: MessageId
+    ) -> SessionInfo:
+        """Switch the session to the branch ending at message_id (see get_history with
+        include_branches): history and the next append follow it from now on."""
+        with tool_errors():
+            store = await runtime.store()
+            info = await store.set_head(session_id, message_id)
+        await notify(ctx, (session_id,))
+        return info
+
+    @mcp.tool(annotations=hints(destructive=True, idempotent=True))
+    async def delete_messages(
+        ctx: Context[Any, Any], session_id: SessionId, message_id: MessageId
+    ) -> Deleted:
+        """Delete a message and every message after it on its branches. If the head was
+        among them it moves to the deleted message's parent. Only when the user asks."""
+        with tool_errors():
+            store = await runtime.store()
+            deleted = await store.delete_messages(session_id, message_id)
+        await notify(ctx, (session_id,))
+        return deleted

@@ -1,0 +1,143 @@
+"""Sessions as MCP resources, and the resume_session prompt.
+
+- ``threadline://sessions``: the session index (JSON, the 200 most recently active).
+- ``threadline://sessions/{session_id}``: one session's info (JSON).
+- ``threadline://sessions/{session_id}/history``: the transcript (Markdown).
+- ``threadline://sessions/{session_id}/history.json``: the same history as JSON.
+- ``threadline://sessions/{session_id}/context``: the frozen system prompt and the blocks.
+"""
+
+import json
+from typing import Annotated, Any
+
+from mcp.server import MCPServer
+from mcp.server.mcpserver import AssistantMessage, Message, UserMessage
+from pydantic import Field
+
+from threadline.storage import ContextView, History, SessionInfo
+from threadline.storage import Message as StoredMessage
+from threadline.tools.common import INDEX_URI, Runtime, resource_errors, session_uri, tool_errors
+from threadline.tools.messages import fit
+
+RESUME_MESSAGES = 100
+
+
+def content_text(message: StoredMessage) -> str:
+    """A message's content as plain text: strings as they are, parts rendered readably."""
+    content = message.content
+    if isinstance(content, str):
+        return content
+    out = []
+    for part in content:
+        text = part.get("text") if isinstance(part, dict) else None
+        if isinstance(text, str):
+            out.append(text)
+        else:
+            out.append("```json\n" + json.dumps(part, ensure_ascii=False, indent=1) + "\n```")
+    return "\n\n".join(out)
+
+
+def markdown(info: SessionInfo, history: History) -> str:
+    lines = [f"# {info.title or info.session_id}", ""]
+    lines.append(
+        f"session `{info.session_id}` · {info.status} · {info.message_count} messages · "
+        f"~{info.token_estimate} tokens"
+    )
+    if history.has_more:
+        lines += [
+            "",
+            f"*(older messages not shown; read with get_history before '{history.next_before}')*",
+        ]
+    for m in history.messages:
+        label = f"summary of {m.summary_of} messages" if m.summary_of is not None else m.role
+        name = f" ({m.name})" if m.name else ""
+        lines += ["", f"## {label}{name} · {m.created_at} · `{m.id}`", "", content_text(m)]
+    return "\n".join(lines) + "\n"
+
+
+def context_text(view: ContextView) -> str:
+    return json.dumps(view.model_dump(mode="json"), ensure_ascii=False, indent=1)
+
+
+def register(mcp: MCPServer[Any], runtime: Runtime) -> None:
+    @mcp.resource(INDEX_URI, name="sessions", title="Sessions", mime_type="application/json")
+    async def index() -> str:
+        with resource_errors():
+            store = await runtime.store()
+            page = await store.list_sessions(limit=200)
+        return page.model_dump_json()
+
+    @mcp.resource(
+        session_uri("{session_id}"),
+        name="session",
+        title="Session info",
+        mime_type="application/json",
+    )
+    async def session(session_id: str) -> str:
+        with resource_errors():
+            store = await runtime.store()
+            return (await store.get_session(session_id)).model_dump_json()
+
+    async def _history(session_id: str) -> tuple[SessionInfo, History]:
+        with resource_errors():
+            store = await runtime.store()
+            info = await store.get_session(session_id)
+            history = fit(await store.get_history(session_id, limit=200))
+        return info, history
+
+    @mcp.resource(
+        session_uri("{session_id}", "/history"),
+        name="history",
+        title="Session transcript",
+        mime_type="text/markdown",
+    )
+    async def history_markdown(session_id: str) -> str:
+        return markdown(*await _history(session_id))
+
+    @mcp.resource(
+        session_uri("{session_id}", "/history.json"),
+        name="history_json",
+        title="Session history (JSON)",
+        mime_type="application/json",
+    )
+    async def history_json(session_id: str) -> str:
+        _, history = await _history(session_id)
+        return history.model_dump_json()
+
+    @mcp.resource(
+        session_uri("{session_id}", "/context"),
+        name="context",
+        title="Frozen system prompt and context blocks",
+        mime_type="application/json",
+    )
+    async def context(session_id: str) -> str:
+        with resource_errors():
+            store = await runtime.store()
+            return context_text(await store.get_context(session_id))
+
+    @mcp.prompt(title="Resume a thread")
+    async def resume_session(
+        session_id: Annotated[str, Field(description="The session to resume.")],
+    ) -> list[Message]:
+        """The session's frozen system prompt and its recent history, to pick the thread up."""
+        with tool_errors():
+            store = await runtime.store()
+            info = await store.get_session(session_id)
+            view = await store.get_context(session_id)
+            history = fit(await store.get_history(session_id, limit=RESUME_MESSAGES))
+        intro = (
+            f"We are resuming the thread '{info.title or session_id}' (threadline session "
+            f"{session_id}). Pass session_id='{session_id}' to threadline tools.\n\n"
+            f"{view.system_prompt}"
+        )
+        out: list[Message] = [UserMessage(intro)]
+        for m in history.messages:
+            text = content_text(m)
+            if m.role == "assistant":
+                out.append(AssistantMessage(text))
+            elif m.role == "user" and m.summary_of is None:
+                out.append(UserMessage(text))
+            else:
+                label = "summary of earlier messages" if m.summary_of is not None else m.role
+                out.append(UserMessage(f"[{label}]\n{text}"))
+        return out
