@@ -73,7 +73,15 @@ def _serve(config: Config, data_dir: Path) -> None:
 
     runtime = LocalRuntime(data_dir, config)
     log.info("serving %s over stdio", runtime.path)
-    build_server(runtime, lifespan=runtime).run("stdio")
+    # While serving, the SDK points fd 1 at stderr and keeps the wire private; a stray print()
+    # in a tool is flushed there line by line. Whatever is still buffered at the end must not
+    # reach the wire when the interpreter exits, so fd 1 stays on stderr afterwards.
+    sys.stdout.reconfigure(line_buffering=True)  # type: ignore[union-attr]
+    try:
+        build_server(runtime, lifespan=runtime).run("stdio")
+    finally:
+        os.dup2(sys.stderr.fileno(), sys.stdout.fileno())
+        sys.stdout.flush()
 
 
 async def _demo(data_dir: Path) -> None:

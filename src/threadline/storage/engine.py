@@ -54,8 +54,9 @@ def translate(exc: sqlite3.Error) -> StoreError:
     return StoreError(f"storage error ({name or type(exc).__name__})")
 
 
-def _casefold_contains(haystack: str | None, needle: str) -> bool:
-    return haystack is not None and needle in haystack.casefold()
+def _contains(haystack: str | None, needle: str) -> bool:
+    """Search's substring test for non-ASCII terms: ``needle`` is already lower-cased."""
+    return haystack is not None and needle in haystack.lower()
 
 
 def connect(path: Path, config: Config, *, readonly: bool = False) -> sqlite3.Connection:
@@ -72,7 +73,7 @@ def connect(path: Path, config: Config, *, readonly: bool = False) -> sqlite3.Co
         conn.execute(f"PRAGMA synchronous = {config.synchronous}")
         if readonly:
             conn.execute("PRAGMA query_only = ON")
-        conn.create_function("tl_contains", 2, _casefold_contains, deterministic=True)
+        conn.create_function("tl_contains", 2, _contains, deterministic=True)
     except BaseException:
         conn.close()
         raise

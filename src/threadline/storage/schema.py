@@ -92,24 +92,19 @@ _V1 = (
         created_at TEXT NOT NULL
     )""",
     "CREATE INDEX usage_by_session ON usage (session_id)",
-    # Search: two FTS5 indexes over the searchable text, filled in batches up to a watermark
-    # (search_state.indexed_pk); search scans the few committed rows above it directly.
+    # Search: a trigram FTS5 index over the searchable text, filled in batches up to a
+    # watermark (search_state.indexed_pk); search scans the few committed rows above it.
     """CREATE TABLE search_state (
         id INTEGER PRIMARY KEY CHECK (id = 1),
         indexed_pk INTEGER NOT NULL
     )""",
     "INSERT INTO search_state VALUES (1, 0)",
     "CREATE VIEW message_text (pk, body) AS SELECT pk, coalesce(body, content) FROM messages",
-    """CREATE VIRTUAL TABLE fts_words USING fts5 (
-        body, content = 'message_text', content_rowid = 'pk',
-        tokenize = 'unicode61 remove_diacritics 2')""",
     """CREATE VIRTUAL TABLE fts_trigram USING fts5 (
         body, content = 'message_text', content_rowid = 'pk', tokenize = 'trigram')""",
     """CREATE TRIGGER messages_unindex AFTER DELETE ON messages
         WHEN old.pk <= (SELECT indexed_pk FROM search_state)
     BEGIN
-        INSERT INTO fts_words (fts_words, rowid, body)
-            VALUES ('delete', old.pk, coalesce(old.body, old.content));
         INSERT INTO fts_trigram (fts_trigram, rowid, body)
             VALUES ('delete', old.pk, coalesce(old.body, old.content));
     END""",

@@ -1,15 +1,19 @@
 """Full-text search over every message of the user.
 
-Two FTS5 indexes cover the searchable text: ``fts_trigram`` finds any substring of three or
-more characters (so CJK text and parts of words are found) and ranks by bm25; ``fts_words``
-(unicode61) serves terms shorter than three characters. Indexing runs in batches, riding along
-with a write once ``index_batch`` messages wait for it, up to a watermark
-(``search_state.indexed_pk``); search also scans the few committed messages above the
-watermark, so it always sees every committed message.
+Every term of a query is a case-insensitive substring that must occur in the message (AND),
+so parts of words and CJK text are found, and the same query finds the same messages however
+far indexing has got. (One known gap: letters that SQLite's trigram tokenizer does not
+case-fold, such as Cherokee, are found indexed only in the case they were written in.)
+
+A trigram FTS5 index (``fts_trigram``) finds terms of three or more characters and ranks by
+bm25. Shorter terms are checked on the candidates it finds; a query of short terms only scans
+the messages, newest first. Indexing runs in batches, riding along with a write once
+``index_batch`` messages wait for it, up to a watermark (``search_state.indexed_pk``); search
+also scans the few committed messages above the watermark, newest first, ahead of the ranked
+hits.
 
 User text is never FTS syntax: it is split on white space and each term is quoted, so quotes,
-operators, column filters, ``C++`` or e-mail addresses are searched literally. All terms must
-match (AND).
+operators, column filters, ``C++`` or e-mail addresses are searched literally.
 """
 
 from __future__ import annotations
@@ -25,9 +29,11 @@ from threadline.storage.tree import session_row
 
 SNIPPET_CHARS = 160
 MAX_OFFSET = 10_000
+TRIGRAM = 3
 
 _HIT_COLUMNS = """m.pk, m.session_id, s.title, m.id, m.role, m.created_at,
                   coalesce(m.body, m.content)"""
+_TEXT = "coalesce(m.body, m.content)"
 
 
 def index_pending(conn: sqlite3.Connection, at_least: int = 1) -> int:
@@ -37,31 +43,39 @@ def index_pending(conn: sqlite3.Connection, at_least: int = 1) -> int:
     top = row[0] if row else 0
     if top - indexed < at_least:
         return 0
-    for table in ("fts_words", "fts_trigram"):
-        conn.execute(
-            f"INSERT INTO {table} (rowid, body) "
-            "SELECT pk, coalesce(body, content) FROM messages WHERE pk > ? AND pk <= ?",
-            (indexed, top),
-        )
+    conn.execute(
+        "INSERT INTO fts_trigram (rowid, body) "
+        "SELECT pk, coalesce(body, content) FROM messages WHERE pk > ? AND pk <= ?",
+        (indexed, top),
+    )
     conn.execute("UPDATE search_state SET indexed_pk = ?", (top,))
     return int(top - indexed)
 
 
 def terms(query: object, config: Config) -> list[str]:
+    """The query's distinct terms, as typed; the query is refused when empty or too long."""
     limits = config.limits
     text = validate.text(query, "query", limits.max_query_chars, allow_empty=False)
     if "\x00" in text:
         raise InvalidInput("query", "must not contain NUL characters")
     words = text.split()
     if len(words) > limits.max_query_terms:
-        raise InvalidInput(
-            "query", f"has {len(words)} terms; the limit is {limits.max_query_terms}"
-        )
-    return words
+        limit = limits.max_query_terms
+        raise InvalidInput("query", f"has {len(words)} terms; the limit is {limit}")
+    return list(dict.fromkeys(words))
 
 
-def _quoted(words: list[str]) -> str:
-    return " ".join('"' + w.replace('"', '""') + '"' for w in words)
+def _contains_all(words: list[str]) -> tuple[str, list[str]]:
+    """SQL that holds when the lower-cased text holds every lower-cased term.
+
+    ASCII terms use SQLite's ``instr`` (fast, in C); others ``tl_contains`` (Python's full
+    Unicode lower-casing, registered by ``engine.connect``), whose folding SQLite lacks.
+    """
+    sql = "".join(
+        f" AND instr(lower({_TEXT}), ?)" if w.isascii() else f" AND tl_contains({_TEXT}, ?)"
+        for w in words
+    )
+    return sql, [w.lower() for w in words]
 
 
 def search(
@@ -85,31 +99,44 @@ def search(
         if not 0 <= offset <= MAX_OFFSET:
             raise InvalidInput("cursor", "is not a cursor returned by the previous page")
 
-    filters, params = [], []
+    where, params = "", []
     if session_id is not None:
-        filters.append("m.session_id = ?")
+        where += " AND m.session_id = ?"
         params.append(session_id)
     if role is not None:
-        filters.append("m.role = ?")
+        where += " AND m.role = ?"
         params.append(role)
-    where = "".join(f" AND {f}" for f in filters)
-
     (indexed,) = conn.execute("SELECT indexed_pk FROM search_state").fetchone()
-    # Unindexed tail first: the newest messages, few by construction.
-    needles = [w.casefold() for w in words]
-    tail_sql = (
-        f"SELECT {_HIT_COLUMNS} FROM messages m JOIN sessions s ON s.id = m.session_id "
-        "WHERE m.pk > ?"
-        + "".join(" AND tl_contains(coalesce(m.body, m.content), ?)" for _ in needles)
-        + where
-        + " ORDER BY m.pk DESC"
-    )
-    tail = conn.execute(tail_sql, [indexed, *needles, *params]).fetchall()
+    # Every hit holds every term by this one test, indexed or not. The index only narrows the
+    # candidates: MATCH gets the terms as typed, folded by its tokenizer like the index was.
+    all_sql, needles = _contains_all(words)
+    short_sql, short = _contains_all([w for w in words if len(w) < TRIGRAM])
+    long = [w for w in words if len(w) >= TRIGRAM]
 
+    # The unindexed tail: the newest messages, few by construction, checked directly.
+    tail = conn.execute(
+        f"SELECT {_HIT_COLUMNS} FROM messages m JOIN sessions s ON s.id = m.session_id "
+        f"WHERE m.pk > ?{all_sql}{where} ORDER BY m.pk DESC",
+        [indexed, *needles, *params],
+    ).fetchall()
     rows: list[Any] = tail[offset : offset + limit + 1]
     want = limit + 1 - len(rows)
-    if want > 0:
-        rows += _indexed(conn, words, where, params, want, max(0, offset - len(tail)))
+    skip = max(0, offset - len(tail))
+    if want > 0 and long:
+        match = " ".join('"' + w.replace('"', '""') + '"' for w in long)
+        rows += conn.execute(
+            f"SELECT {_HIT_COLUMNS} FROM fts_trigram f "
+            "JOIN messages m ON m.pk = f.rowid JOIN sessions s ON s.id = m.session_id "
+            f"WHERE fts_trigram MATCH ?{all_sql}{where} "
+            "ORDER BY f.rank, m.pk DESC LIMIT ? OFFSET ?",
+            [match, *needles, *params, want, skip],
+        ).fetchall()
+    elif want > 0:
+        rows += conn.execute(
+            f"SELECT {_HIT_COLUMNS} FROM messages m JOIN sessions s ON s.id = m.session_id "
+            f"WHERE m.pk <= ?{short_sql}{where} ORDER BY m.pk DESC LIMIT ? OFFSET ?",
+            [indexed, *short, *params, want, skip],
+        ).fetchall()
     has_more = len(rows) > limit
     hits = [_hit(row, needles) for row in rows[:limit]]
     next_offset = offset + limit
@@ -117,54 +144,6 @@ def search(
         validate.encode_cursor([next_offset]) if has_more and next_offset <= MAX_OFFSET else None
     )
     return SearchResults.model_construct(hits=hits, next_cursor=next_cursor)
-
-
-def _indexed(
-    conn: sqlite3.Connection, words: list[str], where: str, params: list[str], want: int, skip: int
-) -> list[Any]:
-    long_words = [w for w in words if len(w) >= 3]
-    short_words = [w for w in words if len(w) < 3 and any(ch.isalnum() for ch in w)]
-    # A short term of punctuation only ("!", "#") is in neither index: match it as a substring.
-    others = [w.casefold() for w in words if w not in long_words and w not in short_words]
-    conditions, args = [], []
-    if long_words:
-        table = "fts_trigram"
-        args.append(_quoted(long_words))
-        if short_words:
-            conditions.append("f.rowid IN (SELECT rowid FROM fts_words WHERE fts_words MATCH ?)")
-            args.append(_quoted(short_words))
-    elif short_words:
-        table = "fts_words"
-        args.append(_quoted(short_words))
-    else:
-        return _scan(conn, others, where, params, want, skip)
-    conditions += ["tl_contains(coalesce(m.body, m.content), ?)"] * len(others)
-    extra = "".join(f" AND {c}" for c in conditions)
-    sql = (
-        f"SELECT {_HIT_COLUMNS} FROM {table} f "
-        "JOIN messages m ON m.pk = f.rowid JOIN sessions s ON s.id = m.session_id "
-        f"WHERE {table} MATCH ?{extra}{where} ORDER BY f.rank, m.pk DESC LIMIT ? OFFSET ?"
-    )
-    return conn.execute(sql, [*args, *others, *params, want, skip]).fetchall()
-
-
-def _scan(
-    conn: sqlite3.Connection,
-    needles: list[str],
-    where: str,
-    params: list[str],
-    want: int,
-    skip: int,
-) -> list[Any]:
-    """Indexed messages holding every needle, newest first, found without an index."""
-    sql = (
-        f"SELECT {_HIT_COLUMNS} FROM messages m JOIN sessions s ON s.id = m.session_id "
-        "WHERE m.pk <= (SELECT indexed_pk FROM search_state)"
-        + "".join(" AND tl_contains(coalesce(m.body, m.content), ?)" for _ in needles)
-        + where
-        + " ORDER BY m.pk DESC LIMIT ? OFFSET ?"
-    )
-    return conn.execute(sql, [*needles, *params, want, skip]).fetchall()
 
 
 def _hit(row: Any, needles: list[str]) -> SearchHit:
@@ -181,22 +160,21 @@ def _hit(row: Any, needles: list[str]) -> SearchHit:
 
 def snippet(text: str, needles: list[str], width: int = SNIPPET_CHARS) -> str:
     """A window of ``text`` around the first match, each match of a term in **bold**."""
-    folded = text.casefold()
-    if len(folded) != len(text):  # case folding changed lengths (ß -> ss): match on the text
-        folded = text.lower()
-    positions = [p for p in (folded.find(n) for n in needles) if p >= 0]
+    lower = text.lower()
+    if len(lower) != len(text):  # lower-casing changed lengths: positions would drift
+        lower = "".join(c if len(c.lower()) != 1 else c.lower() for c in text)
+    positions = [p for p in (lower.find(n) for n in needles) if p >= 0]
     first = min(positions, default=0)
     start = max(0, first - width // 3)
     end = min(len(text), start + width)
-    window = text[start:end]
-    lower = folded[start:end]
+    window, folded = text[start:end], lower[start:end]
     marks: list[tuple[int, int]] = []
-    for needle in sorted(set(needles), key=len, reverse=True):
-        i = lower.find(needle)
-        while i >= 0 and needle:
+    for needle in sorted(needles, key=len, reverse=True):
+        i = folded.find(needle)
+        while i >= 0:
             if not any(a < i + len(needle) and i < b for a, b in marks):
                 marks.append((i, i + len(needle)))
-            i = lower.find(needle, i + len(needle))
+            i = folded.find(needle, i + len(needle))
     out, last = [], 0
     for a, b in sorted(marks):
         out += [window[last:a], "**", window[a:b], "**"]

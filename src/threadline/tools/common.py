@@ -76,19 +76,28 @@ INDEX_URI = "threadline://sessions"
 
 
 class Subscriptions:
-    """Legacy (2025-11-25) ``resources/subscribe`` state, per client connection."""
+    """Legacy (2025-11-25) ``resources/subscribe`` state, per client connection.
+
+    The SDK makes a new ``ServerSession`` per request and exposes no public handle on the
+    connection behind it, so subscriptions are keyed by its private ``_connection``; entries
+    go away with the connection.
+    """
 
     def __init__(self) -> None:
-        self._by_session: weakref.WeakKeyDictionary[Any, set[str]] = weakref.WeakKeyDictionary()
+        self._by_connection: weakref.WeakKeyDictionary[Any, set[str]] = weakref.WeakKeyDictionary()
+
+    @staticmethod
+    def _key(session: Any) -> Any:
+        return getattr(session, "_connection", session)
 
     def add(self, session: Any, uri: str) -> None:
-        self._by_session.setdefault(session, set()).add(uri)
+        self._by_connection.setdefault(self._key(session), set()).add(uri)
 
     def remove(self, session: Any, uri: str) -> None:
-        self._by_session.get(session, set()).discard(uri)
+        self._by_connection.get(self._key(session), set()).discard(uri)
 
     def wants(self, session: Any, uri: str) -> bool:
-        return uri in self._by_session.get(session, ())
+        return uri in self._by_connection.get(self._key(session), ())
 
 
 SUBSCRIPTIONS = Subscriptions()

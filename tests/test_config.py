@@ -1,0 +1,56 @@
+"""Configuration: the documented file, environment overrides, and clear errors."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from threadline.config import Config, ConfigError, load_config
+
+CONFIGS = Path(__file__).parent.parent / "configs"
+
+
+def test_documented_config_is_the_default() -> None:
+    assert load_config(CONFIGS / "threadline.toml", environ={}) == Config()
+
+
+def test_no_file_means_defaults_and_env_sets_the_data_dir(tmp_path: Path) -> None:
+    assert load_config(None, environ={}) == Config()
+    config = load_config(None, environ={"THREADLINE_DATA_DIR": str(tmp_path)})
+    assert config.data_dir == tmp_path
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("synchronous = 'SOMETIMES'", "config synchronous"),
+        ("[limits]\nmax_message_chars = -1", "config limits.max_message_chars"),
+        ("[[blocks]]\nlabel = 'Bad Label'", "config blocks.0.label"),
+        ("unknown_key = 1", "config unknown_key"),
+        ("this is not toml", "threadline.toml"),
+    ],
+)
+def test_bad_config_names_the_key(tmp_path: Path, text: str, message: str) -> None:
+    path = tmp_path / "threadline.toml"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=message):
+        load_config(path, environ={})
+
+
+def test_missing_config_file_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="No such file"):
+        load_config(tmp_path / "nope.toml", environ={})
+
+
+@pytest.mark.parametrize("name", ["claude-desktop.json", "cursor.json", "claude-desktop-uvx.json"])
+def test_host_configs_run_threadline_serve(name: str) -> None:
+    server = json.loads((CONFIGS / name).read_text())["mcpServers"]["threadline"]
+    assert server["args"][-1] == "serve"
+    assert "threadline" in [server["command"], *server["args"]]
+
+
+def test_vscode_config_runs_threadline_serve() -> None:
+    server = json.loads((CONFIGS / "vscode.json").read_text())["servers"]["threadline"]
+    assert (server["type"], server["command"], server["args"]) == ("stdio", "threadline", ["serve"])
