@@ -34,3 +34,24 @@ def test_demo_command_runs(tmp_path: Path) -> None:
     )
     assert result.returncode == 0, result.stderr
     assert "search 'temples': 3 hits, all in 'Trip to Kyoto'" in result.stdout
+
+
+async def test_pasted_host_config_starts_a_working_server(tmp_path: Path) -> None:
+    import json
+
+    import anyio
+    from mcp import Client, StdioServerParameters
+
+    snippet = re.search(r"```json\n(.*?)```", README.read_text(), re.S)
+    assert snippet is not None
+    server = json.loads(snippet.group(1))["mcpServers"]["threadline"]
+    command = Path(sys.executable).parent / server["command"]  # the installed console script
+    assert command.exists()
+    params = StdioServerParameters(
+        command=str(command), args=[*server["args"], "--data-dir", str(tmp_path)]
+    )
+    with anyio.fail_after(30):
+        async with Client(params) as client:
+            result = await client.call_tool("create_session", {"title": "from the README"})
+            assert not result.is_error
+    assert (tmp_path / "local.db").exists()
