@@ -182,7 +182,7 @@ def _enable_wal(conn: sqlite3.Connection, patience: float) -> None:
 
 
 def _migrate(conn: sqlite3.Connection, path: Path) -> None:
-    if conn.execute("PRAGMA user_version").fetchone()[0] == LATEST and _is_ours(conn):
+    if _refuse_foreign(conn, path) == LATEST:
         return  # the common case, without taking the write lock
     conn.execute("BEGIN IMMEDIATE")
     try:
@@ -207,21 +207,23 @@ def _migrate(conn: sqlite3.Connection, path: Path) -> None:
 
 
 def _refuse_foreign(conn: sqlite3.Connection, path: Path) -> int:
-    """The schema version of a threadline (or brand-new) file; refuse any other file."""
-    version: int = conn.execute("PRAGMA user_version").fetchone()[0]
-    if not _is_ours(conn):
-        objects = conn.execute("SELECT count(*) FROM sqlite_schema").fetchone()[0]
-        if version != 0 or objects != 0:
-            raise StoreUnusable(
-                f"{path} is a SQLite database but not a threadline store; it was left untouched"
-            )
+    """The schema version of a threadline (or brand-new) file; refuse any other file.
+
+    One statement reads all three facts, so they come from one snapshot even while another
+    process migrates the file.
+    """
+    version, app_id, objects = conn.execute(
+        "SELECT (SELECT user_version FROM pragma_user_version), "
+        "(SELECT application_id FROM pragma_application_id), "
+        "(SELECT count(*) FROM sqlite_schema)"
+    ).fetchone()
+    if app_id != APPLICATION_ID and (app_id != 0 or version != 0 or objects != 0):
+        raise StoreUnusable(
+            f"{path} is a SQLite database but not a threadline store; it was left untouched"
+        )
     if version > LATEST:
         raise StoreUnusable(
             f"{path} has schema version {version}, newer than this threadline understands "
             f"({LATEST}); upgrade threadline. The file was left untouched."
         )
-    return version
-
-
-def _is_ours(conn: sqlite3.Connection) -> bool:
-    return bool(conn.execute("PRAGMA application_id").fetchone()[0] == APPLICATION_ID)
+    return int(version)

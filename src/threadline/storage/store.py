@@ -8,17 +8,20 @@ reads one snapshot on a reader connection.
 from __future__ import annotations
 
 import functools
+import logging
 import sqlite3
 from collections.abc import Callable, Generator, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Literal, TypeVar
 
+import anyio
 import anyio.to_thread
 
 from threadline.config import Config
 from threadline.storage import compaction, context, schema, search, sessions, tree, validate
 from threadline.storage.engine import Database
+from threadline.storage.errors import StoreError
 from threadline.storage.models import (
     AppendResult,
     BlockUsage,
@@ -35,6 +38,7 @@ from threadline.storage.models import (
     UsageTotals,
 )
 
+log = logging.getLogger(__name__)
 T = TypeVar("T")
 Messages = Sequence[MessageIn | dict[str, Any]]
 
@@ -56,10 +60,22 @@ class Store:
         return _Opening(Path(path), config or Config())
 
     async def close(self) -> None:
-        """Index what waits for search, finish queued writes, close every connection."""
-        if not self._db.closed:
-            await self._db.write(search.index_pending)
-        await self._db.close()
+        """Index what waits for search, finish queued writes, close every connection.
+
+        Indexing on close is a courtesy (search sees unindexed messages anyway), so a store
+        that cannot be written (read-only, disk full) still closes cleanly.
+        """
+        if self._db.closed:
+            return
+        # Shielded: a store closed in a cancelled scope (a failed sibling task, a cancelled
+        # request) must still release its connections and the write lock.
+        with anyio.CancelScope(shield=True):
+            try:
+                await self._db.write(search.index_pending)
+            except StoreError as exc:
+                log.warning("%s: search indexing skipped on close: %s", self.path, exc)
+            finally:
+                await self._db.close()
 
     async def __aenter__(self) -> Store:
         return self
