@@ -681,3 +681,74 @@ async def test_shutdown_is_prompt_and_data_survives(
 
     assert_exited_cleanly(spawned)
     assert integrity(tmp_path / "local.db") == ("ok", "ok")
+
+
+async def test_raw_hostile_lines_get_errors_and_the_server_lives(tmp_path: Path) -> None:
+    """Rows 11, 13 and 14 of the hostile table, as raw JSON-RPC lines on the real stdio pipe:
+    content nested 10,000 deep, a lone surrogate escape, and invalid UTF-8 bytes; then the
+    server still answers and holds exactly the one valid message."""
+
+    def line(message: dict[str, Any]) -> bytes:
+        return json.dumps(message).encode() + b"\n"
+
+    deep = '"leaf"'
+    for _ in range(10_000):
+        deep = f"[{deep}]"
+    call = '{"jsonrpc":"2.0","id":%d,"method":"tools/call","params":{"name":"append_messages",'
+    hostile = [
+        (call % 3 + '"arguments":{"session_id":"s","messages":[{"role":"user","content":'
+         + deep + "}]}}}\n").encode(),
+        (call % 4 + '"arguments":{"session_id":"s","messages":[{"role":"user","content":'
+         '"bad \\ud800"}]}}}\n').encode(),
+        (call % 5).encode() + b'"arguments":{"session_id":"s","messages":[{"role":"user",'
+        b'"content":"caf\xe9 \xff"}]}}}\n',
+    ]  # fmt: skip
+    args = ["-m", "threadline", "serve", "--data-dir", str(tmp_path)]
+    # stderr to a file: the SDK logs the unparsable line, more than a pipe buffer holds.
+    with anyio.fail_after(30), (tmp_path / "stderr.log").open("wb") as stderr:
+        async with await anyio.open_process([sys.executable, *args], stderr=stderr) as proc:
+            assert proc.stdin is not None and proc.stdout is not None
+            buffered = b""
+
+            async def reply(request_id: int) -> dict[str, Any]:
+                nonlocal buffered
+                while True:
+                    while b"\n" in buffered:
+                        raw, buffered = buffered.split(b"\n", 1)
+                        message = json.loads(raw)
+                        if message.get("id") == request_id:
+                            return message  # type: ignore[no-any-return]
+                    buffered += await proc.stdout.receive()  # type: ignore[union-attr]
+
+            async def reply_to(request_id: int, raw: bytes) -> dict[str, Any]:
+                await proc.stdin.send(raw)  # type: ignore[union-attr]
+                return await reply(request_id)
+
+            await proc.stdin.send(line({
+                "jsonrpc": "2.0", "id": 1, "method": "initialize",
+                "params": {"protocolVersion": "2025-11-25", "capabilities": {},
+                           "clientInfo": {"name": "raw", "version": "0"}},
+            }))  # fmt: skip
+            assert "result" in await reply(1)
+            await proc.stdin.send(line({"jsonrpc": "2.0", "method": "notifications/initialized"}))
+            await proc.stdin.send(line({
+                "jsonrpc": "2.0", "id": 2, "method": "tools/call",
+                "params": {"name": "create_session", "arguments": {"session_id": "s"}},
+            }))  # fmt: skip
+            assert not (await reply(2))["result"]["isError"]
+            # Too deep to parse, or a lone surrogate escape: pydantic-core refuses the line and
+            # the SDK drops it unanswered (it cannot read the id); the server lives on.
+            await proc.stdin.send(hostile[0])
+            await proc.stdin.send(hostile[1])
+            await proc.stdin.send(line({"jsonrpc": "2.0", "id": 6, "method": "tools/list"}))
+            assert len((await reply(6))["result"]["tools"]) == 15
+            # Invalid UTF-8 becomes U+FFFD (the SDK's documented behaviour): stored, no error.
+            assert not (await reply_to(5, hostile[2]))["result"]["isError"]
+            await proc.stdin.send(line({
+                "jsonrpc": "2.0", "id": 9, "method": "tools/call",
+                "params": {"name": "get_history", "arguments": {"session_id": "s"}},
+            }))  # fmt: skip
+            history = (await reply(9))["result"]["structuredContent"]
+            assert [m["content"] for m in history["messages"]] == ["caf\ufffd \ufffd"]
+            await proc.stdin.aclose()
+            assert await proc.wait() == 0

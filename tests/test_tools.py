@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -397,3 +398,91 @@ async def test_unknown_arguments_and_tools_change_nothing(client: Client, tmp_pa
     history = await call(client, "get_history", session_id=sid, no_such_argument=1)
     assert history["messages"] == []
     assert dump(tmp_path / "local.db") == before
+
+
+# -- hostile rows about concurrency and structure ---------------------------------------------
+
+
+async def test_row8_a_bad_message_in_a_batch_of_100_stores_nothing(
+    client: Client, tmp_path: Path
+) -> None:
+    sid = (await call(client, "create_session"))["session_id"]
+    batch: list[dict[str, Any]] = [{"role": "user", "content": f"m{i}"} for i in range(100)]
+    batch[57] = {"role": "user", "content": "x", "metadata": "not an object"}
+    before = dump(tmp_path / "local.db")
+    text = await fails(client, "append_messages", session_id=sid, messages=batch)
+    assert "57" in text and "metadata" in text
+    assert dump(tmp_path / "local.db") == before
+
+
+async def test_row13_lone_surrogates_are_refused_cleanly(client: Client) -> None:
+    sid = (await call(client, "create_session"))["session_id"]
+    text = await fails(client, "append_messages", session_id=sid,
+                       messages=[{"role": "user", "content": "bad \ud800 text"}])  # fmt: skip
+    assert "UnicodeEncodeError" not in text
+    assert (await call(client, "get_session", session_id=sid))["message_count"] == 0
+
+
+async def test_row32_a_fork_chain_1000_deep_reads_in_bounded_time(client: Client) -> None:
+    sid = (await call(client, "create_session"))["session_id"]
+    await call(client, "append_messages", session_id=sid,
+               messages=[{"role": "user", "content": "root"}])  # fmt: skip
+    for i in range(1000):
+        sid = (await call(client, "fork_session", session_id=sid))["session_id"]
+        if i % 100 == 0:
+            await call(client, "append_messages", session_id=sid,
+                       messages=[{"role": "user", "content": f"hop {i}"}])  # fmt: skip
+    with anyio.fail_after(5):
+        history = await call(client, "get_history", session_id=sid)
+    assert [m["content"] for m in history["messages"]][:2] == ["root", "hop 0"]
+    assert len(history["messages"]) == 11
+
+
+async def test_row31_a_fork_during_appends_is_a_consistent_prefix(client: Client) -> None:
+    sid = (await call(client, "create_session"))["session_id"]
+    forks: list[str] = []
+
+    async def append(i: int) -> None:
+        await call(client, "append_messages", session_id=sid, messages=[
+            {"role": "user", "content": f"{i}a"}, {"role": "assistant", "content": f"{i}b"},
+        ])  # fmt: skip
+
+    async def fork() -> None:
+        forks.append((await call(client, "fork_session", session_id=sid))["session_id"])
+
+    async with anyio.create_task_group() as tg:
+        for i in range(20):
+            tg.start_soon(append, i)
+            if i % 4 == 0:
+                tg.start_soon(fork)
+    full = [m["content"] for m in (await call(client, "get_history", session_id=sid))["messages"]]
+    for fork_id in forks:
+        copy = await call(client, "get_history", session_id=fork_id, limit=500)
+        contents = [m["content"] for m in copy["messages"]]
+        assert contents == full[: len(contents)]
+        assert len(contents) % 2 == 0  # never half of a batch
+
+
+async def test_row35_delete_racing_appends_leaves_no_orphans(
+    client: Client, tmp_path: Path
+) -> None:
+    sid = (await call(client, "create_session"))["session_id"]
+    outcomes: list[str] = []
+
+    async def append(i: int) -> None:
+        result = await client.call_tool("append_messages", {
+            "session_id": sid, "messages": [{"role": "user", "content": f"m{i}"}],
+        })  # fmt: skip
+        text = result.content[0].text  # type: ignore[union-attr]
+        outcomes.append("not found" if result.is_error and "not found" in text else
+                        "ok" if not result.is_error else text)  # fmt: skip
+
+    async with anyio.create_task_group() as tg:
+        for i in range(100):
+            tg.start_soon(append, i)
+            if i == 50:
+                tg.start_soon(functools.partial(call, client, "delete_session", session_id=sid))
+    assert set(outcomes) <= {"ok", "not found"}
+    assert len(outcomes) == 100
+    rows = dump(tmp_path / "local.db")
+    assert [r for r in rows if r[0] in ("messages", "sessions")] == []

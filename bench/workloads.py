@@ -1,0 +1,604 @@
+"""The workloads: each runs threadline and its baselines in this process, now, and adds rows.
+
+Every database lives in its own temporary directory, removed when the workload ends. Write
+workloads start from an empty file per trial; contenders take turns (the order rotates from
+trial to trial) so that a noisy neighbour slows all of them alike, and the table reports the
+median of the trials. Read workloads alternate threadline and the raw query in small blocks
+for the same reason.
+"""
+
+from __future__ import annotations
+
+import random
+import sqlite3
+import tempfile
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import anyio
+
+from bench import baseline
+from bench.stats import Latencies, Row, Run, median, percentile
+from bench.text import WordSalad
+from threadline import Store
+from threadline.config import Config
+from threadline.storage.engine import Database
+
+clock = time.perf_counter
+
+
+@dataclass(frozen=True)
+class Sizes:
+    """How big each workload is; ``QUICK`` and ``FULL`` are the two presets."""
+
+    name: str
+    sessions: int = 20  # 1. concurrent appends: sessions x per_session
+    per_session: int = 200
+    append_trials: int = 5
+    sequential: int = 2000  # 2. sequential appends to one session
+    sequential_trials: int = 5
+    small: int = 200  # 3. history: a small and a large session in a store of `total`
+    large: int = 10_000
+    total: int = 200_000
+    build_batch: int = 500
+    filler: int = 1000  # the other sessions hold this many messages each
+    history_calls: int = 200
+    queries: int = 100  # 4. search
+    fork_runs: int = 5  # 5. fork of the large session, compaction of filler sessions
+    compact_runs: int = 5
+
+
+QUICK = Sizes(
+    name="quick",
+    per_session=25,
+    append_trials=3,
+    sequential=300,
+    sequential_trials=3,
+    large=2000,
+    total=20_000,
+    fork_runs=3,
+    compact_runs=3,
+)
+FULL = Sizes(name="full")
+
+
+@dataclass
+class Results:
+    """The table's rows, plus everything else worth keeping in the JSON file."""
+
+    rows: list[Row] = field(default_factory=list)
+    details: dict[str, Any] = field(default_factory=dict)
+
+    def add(self, row: Row) -> None:
+        self.rows.append(row)
+
+
+@contextmanager
+def scratch() -> Iterator[Path]:
+    """A temporary directory for one database, removed afterwards (with -wal and -shm)."""
+    with tempfile.TemporaryDirectory(prefix="threadline-bench-") as name:
+        yield Path(name)
+
+
+@contextmanager
+def count_commits() -> Iterator[list[int]]:
+    """Record how many writes each group commit carried (wraps the engine's ``_run``).
+
+    Costs one Python call per commit. If the engine no longer has ``_run``, records nothing.
+    """
+    sizes: list[int] = []
+    original = getattr(Database, "_run", None)
+    if original is None:
+        yield sizes
+        return
+
+    def counting(self: Database, batch: list[Any]) -> None:
+        sizes.append(len(batch))
+        original(self, batch)
+
+    Database._run = counting  # type: ignore[method-assign]
+    try:
+        yield sizes
+    finally:
+        Database._run = original  # type: ignore[method-assign]
+
+
+def _role(i: int) -> str:
+    return "user" if i % 2 == 0 else "assistant"
+
+
+def _rotate(names: Sequence[str], trial: int) -> list[str]:
+    k = trial % len(names)
+    return [*names[k:], *names[:k]]
+
+
+def _file_size(path: Path) -> int:
+    return sum(p.stat().st_size for p in path.parent.glob(path.name + "*"))
+
+
+# -- 1 and 2: appends -----------------------------------------------------------------------
+
+
+async def _threadline_appends(
+    path: Path, sids: Sequence[str], texts: Sequence[Sequence[str]], commits: list[int]
+) -> Run:
+    """Each session's task appends its messages one call at a time; all sessions at once.
+
+    The wall time runs until the store is closed: closing indexes the tail that was still
+    waiting for a batch, so threadline has done the same index work as the raw loops.
+    """
+    latencies = Latencies()
+    store = await Store.open(path)
+    try:
+        for sid in sids:
+            await store.create_session(session_id=sid, title=sid)
+
+        async def session(sid: str, session_texts: Sequence[str]) -> None:
+            for i, text in enumerate(session_texts):
+                t0 = clock()
+                await store.append_messages(sid, [{"role": _role(i), "content": text}])
+                latencies.add(clock() - t0)
+
+        with count_commits() as batches:
+            start = clock()
+            async with anyio.create_task_group() as tg:
+                for sid, session_texts in zip(sids, texts, strict=True):
+                    tg.start_soon(session, sid, session_texts)
+            await store.close()
+            seconds = clock() - start
+        commits.extend(batches)
+    finally:
+        await store.close()
+    return Run(seconds=seconds, count=sum(len(t) for t in texts), latencies=latencies)
+
+
+async def _append_trials(
+    sids: Sequence[str],
+    texts: Sequence[Sequence[str]],
+    trials: int,
+    raw: dict[str, Callable[[Path], Run]],
+) -> tuple[dict[str, list[Run]], list[int]]:
+    names = ["threadline", *raw]
+    runs: dict[str, list[Run]] = {name: [] for name in names}
+    commits: list[int] = []
+    for trial in range(trials):
+        for name in _rotate(names, trial):
+            with scratch() as directory:
+                path = directory / "bench.db"
+                if name == "threadline":
+                    run = await _threadline_appends(path, sids, texts, commits)
+                else:
+                    run = raw[name](path)
+            runs[name].append(run)
+    return runs, commits
+
+
+def _summarise(runs: dict[str, list[Run]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for name, trials in runs.items():
+        pooled = Latencies()
+        for run in trials:
+            pooled.extend(run.latencies)
+        out[name] = {
+            "rates_per_s": [run.rate for run in trials],
+            "median_rate_per_s": median([run.rate for run in trials]),
+            "latency": pooled.summary_ms(),
+        }
+    return out
+
+
+async def concurrent_appends(sizes: Sizes, salad: WordSalad, results: Results) -> None:
+    """Workload 1: ``sessions`` x ``per_session`` appends, one call per message, all at once."""
+    n, per = sizes.sessions, sizes.per_session
+    sids = [f"conc-{s:03d}" for s in range(n)]
+    texts = [list(salad.messages(per, seed=1000 + s)) for s in range(n)]
+    rows = baseline.raw_messages(sids, texts, seed=1)
+    raw: dict[str, Callable[[Path], Run]] = {
+        "raw_commit_trigram": lambda p: baseline.append_loop(p, rows, index=True),
+        "raw_commit_noindex": lambda p: baseline.append_loop(p, rows, index=False),
+        "raw_batch100_trigram": lambda p: baseline.append_loop(p, rows, index=True, batch=100),
+    }
+    runs, commits = await _append_trials(sids, texts, sizes.append_trials, raw)
+    summary = _summarise(runs)
+    summary["threadline"]["writes_per_commit"] = {
+        "commits": len(commits),
+        "mean": sum(commits) / len(commits) if commits else None,
+        "p50": percentile(commits, 50),
+        "max": max(commits, default=0),
+    }
+    results.details["concurrent_appends"] = summary
+
+    work = f"1. concurrent appends {n}x{per}"
+    tl = summary["threadline"]
+    rate = tl["median_rate_per_s"]
+    for name, label in (
+        ("raw_commit_trigram", "raw sqlite3, commit per message, trigram FTS"),
+        ("raw_commit_noindex", "raw sqlite3, commit per message, no index (floor)"),
+        ("raw_batch100_trigram", "raw sqlite3, 100 per commit, trigram FTS"),
+    ):
+        results.add(
+            Row(work, "appends/s", rate, "/s", "higher", label, summary[name]["median_rate_per_s"])
+        )
+    results.add(Row(work, "latency per call p50", tl["latency"]["p50_ms"], "ms", "lower"))
+    results.add(Row(work, "latency per call p99", tl["latency"]["p99_ms"], "ms", "lower"))
+    mean = tl["writes_per_commit"]["mean"]
+    if mean is not None:
+        results.add(Row(work, "appends per group commit (mean)", mean, "", "higher"))
+
+
+async def _threadline_sequential(path: Path, texts: Sequence[str], commits: list[int]) -> Run:
+    latencies = Latencies()
+    store = await Store.open(path)
+    try:
+        sid = (await store.create_session(session_id="seq", title="seq")).session_id
+        with count_commits() as batches:
+            start = clock()
+            for i, text in enumerate(texts):
+                t0 = clock()
+                await store.append_messages(sid, [{"role": _role(i), "content": text}])
+                latencies.add(clock() - t0)
+            await store.close()
+            seconds = clock() - start
+        commits.extend(batches)
+    finally:
+        await store.close()
+    return Run(seconds=seconds, count=len(texts), latencies=latencies)
+
+
+async def sequential_appends(sizes: Sizes, salad: WordSalad, results: Results) -> None:
+    """Workload 2: one session, one append at a time: latency against the per-commit floor."""
+    texts = list(salad.messages(sizes.sequential, seed=2000))
+    rows = baseline.raw_messages(["seq"], [texts], seed=2)
+    names = ["threadline", "raw_commit_trigram", "raw_commit_noindex"]
+    runs: dict[str, list[Run]] = {name: [] for name in names}
+    commits: list[int] = []
+    for trial in range(sizes.sequential_trials):
+        for name in _rotate(names, trial):
+            with scratch() as directory:
+                path = directory / "bench.db"
+                if name == "threadline":
+                    run = await _threadline_sequential(path, texts, commits)
+                else:
+                    run = baseline.append_loop(path, rows, index=name == "raw_commit_trigram")
+            runs[name].append(run)
+    summary = _summarise(runs)
+    results.details["sequential_appends"] = summary
+
+    work = f"2. sequential appends 1x{sizes.sequential}"
+    tl, raw, floor = (summary[n] for n in names)
+    label = "raw sqlite3, commit per message, trigram FTS"
+    for q in ("p50", "p99"):
+        key = f"{q}_ms"
+        results.add(
+            Row(work, f"latency {q}", tl["latency"][key], "ms", "lower", label, raw["latency"][key])
+        )
+    rate = tl["median_rate_per_s"]
+    results.add(Row(work, "appends/s", rate, "/s", "higher", label, raw["median_rate_per_s"]))
+    results.add(
+        Row(
+            work,
+            "appends/s",
+            rate,
+            "/s",
+            "higher",
+            "raw sqlite3, commit per message, no index (floor)",
+            floor["median_rate_per_s"],
+        )
+    )
+
+
+# -- 3, 4, 5: a large store ------------------------------------------------------------------
+
+
+@dataclass
+class BigStore:
+    """The store workloads 3-5 share, and what they need to know about it."""
+
+    path: Path
+    large: str
+    small: str
+    fillers: list[str]
+    messages: int
+    seconds: float
+
+
+def _plan_sessions(sizes: Sizes) -> dict[str, int]:
+    counts = {"large": sizes.large, "small": sizes.small}
+    rest = sizes.total - sizes.large - sizes.small
+    i = 0
+    while rest > 0:
+        counts[f"filler-{i:04d}"] = min(sizes.filler, rest)
+        rest -= counts[f"filler-{i:04d}"]
+        i += 1
+    return counts
+
+
+async def build_store(path: Path, sizes: Sizes, salad: WordSalad, results: Results) -> BigStore:
+    """Fill a store through ``append_messages`` in batches of ``build_batch``.
+
+    The batches of all sessions come in a seeded random order (each session's own batches in
+    order), so a session's messages are spread over the table as they would be in use. Text
+    is generated between calls; only the calls are timed.
+    """
+    counts = _plan_sessions(sizes)
+    order = [sid for sid, count in counts.items() for _ in range(-(-count // sizes.build_batch))]
+    random.Random(3).shuffle(order)
+    done = dict.fromkeys(counts, 0)
+    rng = random.Random(f"{salad.seed}/build")
+    seconds = 0.0
+    async with Store.open(path) as store:
+        for sid in counts:
+            await store.create_session(session_id=sid, title=sid)
+        for sid in order:
+            first = done[sid]
+            batch = [
+                {"role": _role(first + j), "content": salad.message(rng)}
+                for j in range(min(sizes.build_batch, counts[sid] - first))
+            ]
+            t0 = clock()
+            await store.append_messages(sid, batch)
+            seconds += clock() - t0
+            done[sid] += len(batch)
+    built = BigStore(
+        path=path,
+        large="large",
+        small="small",
+        fillers=[
+            sid
+            for sid, count in counts.items()
+            if sid.startswith("filler") and count == sizes.filler
+        ],
+        messages=sum(counts.values()),
+        seconds=seconds,
+    )
+    size = _file_size(path)
+    space = _space(path)
+    results.details["build"] = {
+        "messages": built.messages,
+        "sessions": len(counts),
+        "batch": sizes.build_batch,
+        "append_seconds": seconds,
+        "rate_per_s": built.messages / seconds,
+        "file_bytes": size,
+        "bytes_by_object": space,
+    }
+    work = f"3. build {built.messages:,} msgs"
+    results.add(
+        Row(
+            work,
+            f"append_messages x{sizes.build_batch}",
+            built.messages / seconds,
+            "msg/s",
+            "higher",
+        )
+    )
+    results.add(Row(work, "file size per message", size / built.messages, "bytes", "lower"))
+    fts = sum(v for k, v in space.items() if k.startswith("fts_trigram"))
+    if fts:
+        results.add(Row(work, "of which trigram index", fts / built.messages, "bytes", "lower"))
+    return built
+
+
+def _space(path: Path) -> dict[str, int]:
+    """Bytes of pages per table and index (SQLite's ``dbstat``), or {} where it is missing."""
+    conn = baseline.read_only(path)
+    try:
+        rows = conn.execute("SELECT name, sum(pgsize) FROM dbstat GROUP BY name").fetchall()
+    except sqlite3.Error:
+        return {}
+    finally:
+        conn.close()
+    return {name: int(size) for name, size in sorted(rows, key=lambda r: -r[1])}
+
+
+_RAW_HISTORY = """SELECT id, role, content, created_at FROM messages
+    WHERE session_id = ? ORDER BY pk DESC LIMIT ?"""
+# The same 50 rows by threadline's own access path: from the session's head up the parent
+# links, by primary key. The schema has no (session_id, pk) index, so the SELECT above reads
+# every row of the session and sorts them; this walk reads 50.
+_RAW_WALK = """WITH RECURSIVE chain (n, pk) AS (
+        SELECT 1, head_pk FROM sessions WHERE id = ?
+        UNION ALL
+        SELECT n + 1, m.parent_pk FROM chain JOIN messages m ON m.pk = chain.pk
+        WHERE n < ? AND m.parent_pk IS NOT NULL)
+    SELECT m.id, m.role, m.content, m.created_at FROM chain JOIN messages m ON m.pk = chain.pk
+    ORDER BY chain.n"""
+_RAW_LABELS = {
+    _RAW_HISTORY: "raw SELECT WHERE session_id ORDER BY pk DESC",
+    _RAW_WALK: "raw recursive CTE walk from head (50 rows)",
+}
+
+
+async def history(big: BigStore, sizes: Sizes, results: Results) -> None:
+    """Workload 3: ``get_history(limit=50)`` of a small and a large session vs raw queries."""
+    details: dict[str, Any] = {}
+    results.details["history"] = details
+    async with Store.open(big.path) as store:
+        raw = baseline.read_only(big.path)
+        try:
+            for sql in _RAW_LABELS:
+                plan = raw.execute("EXPLAIN QUERY PLAN " + sql, ("large", 50)).fetchall()
+                details[f"plan: {_RAW_LABELS[sql]}"] = [row[-1] for row in plan]
+            for sid, count in ((big.small, sizes.small), (big.large, sizes.large)):
+                tl, bases = await _history_trials(store, raw, sid, sizes.history_calls)
+                details[sid] = {"messages": count, "threadline": tl.summary_ms()}
+                details[sid].update({_RAW_LABELS[k]: v.summary_ms() for k, v in bases.items()})
+                work = f"3. history last 50 of {count:,}"
+                for q in (50, 99):
+                    for sql, base in bases.items():
+                        ms = base.p(q) * 1e3
+                        results.add(
+                            Row(work, f"p{q}", tl.p(q) * 1e3, "ms", "lower", _RAW_LABELS[sql], ms)
+                        )
+        finally:
+            raw.close()
+
+
+async def _history_trials(
+    store: Store, raw: sqlite3.Connection, sid: str, calls: int, block: int = 20
+) -> tuple[Latencies, dict[str, Latencies]]:
+    def select(sql: str) -> list[Any]:
+        return raw.execute(sql, (sid, 50)).fetchall()
+
+    # The same 50 messages in the same order, or the comparison means nothing.
+    page = await store.get_history(sid, limit=50)
+    ids = [m.id for m in page.messages]
+    assert ids == [row[0] for row in reversed(select(_RAW_HISTORY))], sid
+    assert ids == [row[0] for row in reversed(select(_RAW_WALK))], sid
+    for _ in range(5):  # warm up: statement caches, the reader pool, pages in memory
+        await store.get_history(sid, limit=50)
+        for sql in _RAW_LABELS:
+            select(sql)
+    tl = Latencies()
+    bases = {sql: Latencies() for sql in _RAW_LABELS}
+    for _ in range(max(1, calls // block)):  # alternate in blocks: noise hits all alike
+        for _ in range(block):
+            t0 = clock()
+            await store.get_history(sid, limit=50)
+            tl.add(clock() - t0)
+        for sql, base in bases.items():
+            for _ in range(block):
+                t0 = clock()
+                select(sql)
+                base.add(clock() - t0)
+    return tl, bases
+
+
+def _queries(raw: sqlite3.Connection, salad: WordSalad, count: int) -> list[str]:
+    """Half drawn uniformly from the vocabulary, half from the words of a stored message.
+
+    Uniform draws are mostly rare words and, with two or three of them, mostly find nothing;
+    words taken from one stored message always find it (and the messages like it).
+    """
+    uniform = salad.queries(count - count // 2, seed=4)
+    rng = random.Random(f"{salad.seed}/search")
+    (top,) = raw.execute("SELECT max(pk) FROM messages").fetchone()
+    recalled: list[str] = []
+    while len(recalled) < count // 2:
+        row = raw.execute(
+            "SELECT content FROM messages WHERE pk = ?", (rng.randint(1, top),)
+        ).fetchone()
+        words = {w.strip(".,").lower() for w in row[0].split()} if row else set()
+        words = {w for w in words if len(w) >= 3 and not w.isdigit()}
+        if words:
+            recalled.append(" ".join(rng.sample(sorted(words), min(len(words), rng.randint(1, 3)))))
+    return [q for pair in zip(uniform, recalled, strict=False) for q in pair]
+
+
+def fts_query(query: str) -> str:
+    """Threadline's MATCH expression for a query: every term quoted (literal text)."""
+    return " ".join('"' + w.replace('"', '""') + '"' for w in dict.fromkeys(query.split()))
+
+
+_RAW_SEARCH = "SELECT rowid FROM fts_trigram WHERE fts_trigram MATCH ? ORDER BY rank LIMIT 10"
+
+
+async def search(big: BigStore, sizes: Sizes, salad: WordSalad, results: Results) -> None:
+    """Workload 4: ``session_search(q, limit=10)`` on the fully indexed store vs a raw MATCH."""
+    tl, base = Latencies(), Latencies()
+    hits: list[int] = []
+    async with Store.open(big.path) as store:
+        raw = baseline.read_only(big.path)
+        try:
+            queries = _queries(raw, salad, sizes.queries)
+            for q in queries[:5]:
+                await store.session_search(q, limit=10)
+            for q in queries:
+                t0 = clock()
+                found = await store.session_search(q, limit=10)
+                tl.add(clock() - t0)
+                hits.append(len(found.hits))
+                t0 = clock()
+                raw.execute(_RAW_SEARCH, (fts_query(q),)).fetchall()
+                base.add(clock() - t0)
+        finally:
+            raw.close()
+    slowest = sorted(zip(tl.samples, queries, strict=True), reverse=True)[:5]
+    results.details["search"] = {
+        "queries": len(queries),
+        "threadline": tl.summary_ms(),
+        "raw_match": base.summary_ms(),
+        "queries_with_10_hits": sum(h == 10 for h in hits),
+        "queries_with_no_hits": sum(h == 0 for h in hits),
+        "slowest": [{"query": q, "ms": s * 1e3} for s, q in slowest],
+    }
+    work = f"4. search, limit 10, {big.messages:,} msgs"
+    label = "raw FTS5 MATCH ... ORDER BY rank LIMIT 10"
+    for pct in (50, 99):
+        ms, base_ms = tl.p(pct) * 1e3, base.p(pct) * 1e3
+        results.add(Row(work, f"p{pct}", ms, "ms", "lower", label, base_ms))
+
+
+async def fork_and_compact(big: BigStore, sizes: Sizes, results: Results) -> None:
+    """Workload 5: fork the large session; compact ``filler``-message sessions (keep_last=10)."""
+    forks, compactions = Latencies(), Latencies()
+    summary = (
+        "Summary of the conversation so far: " + "the plan, the facts, the open questions. " * 8
+    )
+    async with Store.open(big.path) as store:
+        for _ in range(sizes.fork_runs):
+            t0 = clock()
+            child = await store.fork_session(big.large)
+            forks.add(clock() - t0)
+            assert child.message_count == sizes.large
+        for sid in big.fillers[: sizes.compact_runs]:
+            t0 = clock()
+            done = await store.compact_session(sid, summary, keep_last=10)
+            compactions.add(clock() - t0)
+            assert done.replaced == sizes.filler - 10 - Config().compaction.keep_first
+    # The same fork with indexing left for later: the default configuration indexes the
+    # copied messages in the fork's own transaction (they are over index_batch), and this
+    # shows how much of the fork that is. The forks are deleted unindexed, which is cheap.
+    deferred = Latencies()
+    async with Store.open(big.path, Config(index_batch=10**9)) as store:
+        for _ in range(sizes.fork_runs):
+            t0 = clock()
+            child = await store.fork_session(big.large)
+            deferred.add(clock() - t0)
+            await store.delete_session(child.session_id)
+    results.details["fork"] = {
+        "messages": sizes.large,
+        "default": forks.summary_ms(),
+        "index_deferred": deferred.summary_ms(),
+    }
+    results.details["compaction"] = {"messages": sizes.filler, **compactions.summary_ms()}
+    results.add(
+        Row(
+            f"5. fork {sizes.large:,} msgs",
+            f"median of {sizes.fork_runs}",
+            forks.p(50) * 1e3,
+            "ms",
+            "lower",
+        )
+    )
+    results.add(
+        Row(
+            f"5. fork {sizes.large:,} msgs",
+            "median, index_batch=1e9 (index later)",
+            deferred.p(50) * 1e3,
+            "ms",
+            "lower",
+        )
+    )
+    results.add(
+        Row(
+            f"5. compact {sizes.filler:,} msgs (keep_last=10)",
+            f"median of {sizes.compact_runs}",
+            compactions.p(50) * 1e3,
+            "ms",
+            "lower",
+        )
+    )
+
+
+async def large_store(sizes: Sizes, salad: WordSalad, results: Results) -> None:
+    """Workloads 3-5 on one store built for them, in a temporary directory."""
+    with scratch() as directory:
+        big = await build_store(directory / "big.db", sizes, salad, results)
+        await history(big, sizes, results)
+        await search(big, sizes, salad, results)
+        await fork_and_compact(big, sizes, results)
