@@ -77,12 +77,6 @@ class Store:
             finally:
                 await self._db.close()
 
-    async def __aenter__(self) -> Store:
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.close()
-
     def _w(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> Any:
         """Run ``fn(conn, *args, **kwargs)`` as one write transaction."""
         return self._db.write(lambda conn: fn(conn, *args, **kwargs))
