@@ -16,6 +16,10 @@ from threadline.storage import Store, ThreadlineError
 log = logging.getLogger("threadline")
 
 
+class UsageError(Exception):
+    """The command line asks for something that cannot be done; the message says why."""
+
+
 def default_data_dir() -> Path:
     """The platform's per-user data directory for threadline."""
     if sys.platform == "win32":
@@ -33,20 +37,76 @@ def _parser() -> argparse.ArgumentParser:
         description="Persistent, parallel, isolated conversation threads over SQLite.",
     )
     commands = parser.add_subparsers(dest="command", required=True)
+
     serve = commands.add_parser(
         "serve",
-        help="run the MCP server (stdio: for Claude Desktop, Claude Code, Cursor, VS Code)",
+        help="run the MCP server (stdio for desktop hosts; streamable-http or sse for remote)",
         description="Run the threadline MCP server. Over stdio nothing but the protocol is "
-        "written to stdout; logs go to stderr.",
+        "written to stdout; logs go to stderr. Over HTTP, every request needs a bearer token "
+        "(--tokens-file or --jwt-*), except on a loopback address or with --no-auth.",
     )
     _common(serve)
     serve.add_argument(
-        "--transport", choices=["stdio"], default="stdio", help="how clients connect (stdio)"
+        "--transport",
+        choices=["stdio", "streamable-http", "sse"],
+        default="stdio",
+        help="how clients connect (default: stdio)",
     )
+    http = serve.add_argument_group("HTTP (streamable-http, sse)")
+    http.add_argument("--host", help="address to bind (default: config http.host, 127.0.0.1)")
+    http.add_argument("--port", type=int, help="port (default: config http.port, 8765)")
+    http.add_argument(
+        "--stateless",
+        action="store_true",
+        default=None,
+        help="no protocol sessions on the server, for replicas behind a load balancer "
+        "(2025-11-25 clients then get no server-to-client requests, such as sampling)",
+    )
+    http.add_argument("--tokens-file", type=Path, help="static bearer tokens (threadline token)")
+    http.add_argument("--jwt-issuer", help="accept JWTs from this issuer (iss)")
+    http.add_argument("--jwt-audience", help="...for this audience (aud)")
+    http.add_argument(
+        "--jwt-key-file", type=Path, help="...signed with this PEM public key or HS256 secret"
+    )
+    http.add_argument(
+        "--no-auth",
+        action="store_true",
+        help="serve without authentication on a non-loopback address (everyone is one user)",
+    )
+    http.add_argument(
+        "--allow-host",
+        action="append",
+        default=[],
+        metavar="HOST",
+        help="accept this Host header (the public name); repeatable",
+    )
+    http.add_argument(
+        "--allow-origin",
+        action="append",
+        default=[],
+        metavar="ORIGIN",
+        help="accept this Origin (e.g. https://chat.example); repeatable",
+    )
+
     demo = commands.add_parser(
         "demo", help="create two threads in a store and show they stay apart"
     )
     _common(demo)
+
+    token = commands.add_parser("token", help="manage static bearer tokens for HTTP")
+    token_commands = token.add_subparsers(dest="token_command", required=True)
+    add = token_commands.add_parser("add", help="create a token for USER and print it once")
+    add.add_argument("user", help="the user the token signs in as")
+    listing = token_commands.add_parser("list", help="list tokens (user, id, created)")
+    revoke = token_commands.add_parser("revoke", help="revoke a token by id, or all of a user's")
+    revoke.add_argument("user_or_id", help="a user name, or a token id from `token list`")
+    for sub in (add, listing, revoke):
+        _common(sub)
+        sub.add_argument(
+            "--tokens-file",
+            type=Path,
+            help="default: config http.tokens_file, else DATA_DIR/tokens.json",
+        )
     return parser
 
 
@@ -68,7 +128,7 @@ def _common(command: argparse.ArgumentParser) -> None:
     command.add_argument("-v", "--verbose", action="count", default=0, help="more logging")
 
 
-def _serve(config: Config, data_dir: Path) -> None:
+def _serve_stdio(config: Config, data_dir: Path) -> None:
     from threadline.server import LocalRuntime, build_server
 
     runtime = LocalRuntime(data_dir, config)
@@ -82,6 +142,78 @@ def _serve(config: Config, data_dir: Path) -> None:
     finally:
         os.dup2(sys.stderr.fileno(), sys.stdout.fileno())
         sys.stdout.flush()
+
+
+def _serve_http(args: argparse.Namespace, config: Config, data_dir: Path) -> None:
+    from threadline.server.auth import JWTVerifier, StaticTokenVerifier, TokenFile
+    from threadline.server.http import HttpOptions, is_loopback, serve_http
+
+    http = config.http
+    host = args.host or http.host
+    tokens_file = args.tokens_file or http.tokens_file
+    jwt = (
+        args.jwt_issuer or http.jwt_issuer,
+        args.jwt_audience or http.jwt_audience,
+        args.jwt_key_file or http.jwt_key_file,
+    )
+    verifier: StaticTokenVerifier | JWTVerifier | None = None
+    issuer_url = None
+    if any(jwt):
+        if not all(jwt):
+            raise UsageError("JWT auth needs --jwt-issuer, --jwt-audience and --jwt-key-file")
+        if tokens_file:
+            raise UsageError("choose one kind of auth: --tokens-file or --jwt-*")
+        issuer, audience, key_file = jwt
+        verifier = JWTVerifier(str(issuer), str(audience), Path(key_file))  # type: ignore[arg-type]
+        issuer_url = str(issuer) if str(issuer).startswith("http") else None
+    elif tokens_file:
+        tokens = TokenFile(tokens_file)
+        if not tokens.entries():
+            raise UsageError(f"{tokens_file} holds no tokens; add one with `threadline token add`")
+        verifier = StaticTokenVerifier(tokens)
+    if verifier is None and not is_loopback(host):
+        if not args.no_auth:
+            raise UsageError(
+                f"refusing to serve {host} without authentication: give --tokens-file or "
+                "--jwt-*, or --no-auth if something in front of threadline authenticates"
+            )
+        log.warning("serving %s WITHOUT authentication (--no-auth): every client is one user", host)
+    options = HttpOptions(
+        transport=args.transport,
+        host=host,
+        port=http.port if args.port is None else args.port,
+        stateless=http.stateless if args.stateless is None else args.stateless,
+        verifier=verifier,
+        issuer_url=issuer_url,
+        allow_hosts=(*http.allow_hosts, *args.allow_host),
+        allow_origins=(*http.allow_origins, *args.allow_origin),
+        max_body_bytes=http.max_body_bytes,
+        store_capacity=http.store_capacity,
+        store_idle_seconds=http.store_idle_seconds,
+    )
+    anyio.run(serve_http, options, config, data_dir)
+
+
+def _token(args: argparse.Namespace, config: Config, data_dir: Path) -> None:
+    from threadline.server.auth import TokenFile
+
+    tokens = TokenFile(args.tokens_file or config.http.tokens_file or data_dir / "tokens.json")
+    if args.token_command == "add":
+        entry, token = tokens.add(args.user)
+        print(token)
+        print(
+            f"token {entry.id} for {entry.user!r} added to {tokens.path}; it is shown only once",
+            file=sys.stderr,
+        )
+    elif args.token_command == "list":
+        for entry in tokens.entries():
+            print(f"{entry.id}\t{entry.user}\t{entry.created_at}")
+    else:
+        gone = tokens.revoke(args.user_or_id)
+        if not gone:
+            raise UsageError(f"no token of user or with id {args.user_or_id!r} in {tokens.path}")
+        for entry in gone:
+            print(f"revoked {entry.id} ({entry.user})", file=sys.stderr)
 
 
 async def _demo(data_dir: Path) -> None:
@@ -115,14 +247,18 @@ def main(argv: list[str] | None = None) -> int:
     try:
         config = load_config(args.config)
         data_dir = args.data_dir or config.data_dir or default_data_dir()
-        if args.command == "serve":
-            _serve(config, data_dir)
+        if args.command == "serve" and args.transport == "stdio":
+            _serve_stdio(config, data_dir)
+        elif args.command == "serve":
+            _serve_http(args, config, data_dir)
+        elif args.command == "token":
+            _token(args, config, data_dir)
         elif args.command == "demo":
             data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
             anyio.run(_demo, data_dir)
-    except (ThreadlineError, ConfigError) as exc:
+    except (ThreadlineError, ConfigError, UsageError) as exc:
         print(f"threadline: {exc}", file=sys.stderr)
-        return 1
+        return 2 if isinstance(exc, UsageError) else 1
     except KeyboardInterrupt:
         return 130
     return 0

@@ -85,6 +85,23 @@ class Compaction(_Frozen):
     keep_last_tokens: int = Field(default=8_000, ge=0)
 
 
+class Http(_Frozen):
+    """Remote serving (``threadline serve --transport streamable-http|sse``)."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=8765, ge=0, le=65535)
+    stateless: bool = False
+    tokens_file: Path | None = None
+    jwt_issuer: str | None = None
+    jwt_audience: str | None = None
+    jwt_key_file: Path | None = None
+    allow_hosts: tuple[str, ...] = ()
+    allow_origins: tuple[str, ...] = ()
+    max_body_bytes: int = Field(default=4 * 1024 * 1024, ge=1024)
+    store_capacity: int = Field(default=64, ge=1)
+    store_idle_seconds: float = Field(default=300.0, gt=0)
+
+
 class Config(_Frozen):
     """Everything threadline can be told, with defaults that work."""
 
@@ -94,6 +111,7 @@ class Config(_Frozen):
     blocks: tuple[BlockSpec, ...] = DEFAULT_BLOCKS
     limits: Limits = Limits()
     compaction: Compaction = Compaction()
+    http: Http = Http()
     synchronous: Literal["NORMAL", "FULL"] = "NORMAL"
     busy_timeout: float = Field(default=10.0, gt=0, le=600)
     readers: int = Field(default=4, ge=1, le=64)

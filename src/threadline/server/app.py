@@ -8,6 +8,8 @@ from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any
 
 from mcp.server import MCPServer, NotificationOptions, ServerRequestContext
+from mcp.server.auth.provider import TokenVerifier
+from mcp.server.auth.settings import AuthSettings
 from mcp.types import EmptyResult, SubscribeRequestParams, UnsubscribeRequestParams
 
 from threadline import __version__
@@ -32,11 +34,14 @@ isolated from each other. How to use it:
 def build_server(
     runtime: Runtime,
     lifespan: AbstractAsyncContextManager[Any] | None = None,
+    *,
+    token_verifier: TokenVerifier | None = None,
+    auth: AuthSettings | None = None,
 ) -> MCPServer[Any]:
     """A threadline MCP server whose stores come from ``runtime``.
 
     ``lifespan`` (optional) is entered when the server starts and left when it stops: the
-    place to open and close stores.
+    place to open and close stores. ``token_verifier`` and ``auth`` turn on bearer auth (HTTP).
     """
 
     @asynccontextmanager
@@ -54,6 +59,8 @@ def build_server(
         instructions=INSTRUCTIONS,
         version=__version__,
         lifespan=run,
+        token_verifier=token_verifier,
+        auth=auth,
     )
     register_all(mcp, runtime)
     _legacy_subscriptions(mcp)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from types import TracebackType
 
@@ -20,10 +22,11 @@ class LocalRuntime:
         self._data_dir = data_dir
         self._store: Store | None = None
 
-    async def store(self) -> Store:
+    @asynccontextmanager
+    async def store(self) -> AsyncIterator[Store]:
         if self._store is None:
             raise StoreError("the store is not open (the server is not running)")
-        return self._store
+        yield self._store
 
     async def __aenter__(self) -> LocalRuntime:
         self._data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)

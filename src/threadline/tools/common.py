@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 import weakref
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import (
+    AbstractAsyncContextManager,
+    AbstractContextManager,
+    asynccontextmanager,
+    contextmanager,
+)
 from typing import Annotated, Any, Protocol
 
 from mcp.server.mcpserver import Context
@@ -19,11 +24,13 @@ MODERN = "2026-07-28"
 
 
 class Runtime(Protocol):
-    """Resolves the store of the user behind the current request (never from an argument)."""
+    """Lends the store of the user behind the current request (never from an argument)."""
 
     config: Config
 
-    async def store(self) -> Store: ...
+    def store(self) -> AbstractAsyncContextManager[Store]:
+        """The current user's store, held open until the block ends."""
+        ...
 
 
 SessionId = Annotated[
@@ -66,6 +73,16 @@ def resource_errors() -> Iterator[None]:
         yield
     except ThreadlineError as exc:
         raise ResourceNotFoundError(str(exc)) from None
+
+
+@asynccontextmanager
+async def using(
+    runtime: Runtime, errors: Callable[[], AbstractContextManager[None]] = tool_errors
+) -> AsyncIterator[Store]:
+    """The current user's store for one call, with domain errors translated for the client."""
+    with errors():
+        async with runtime.store() as store:
+            yield store
 
 
 def session_uri(session_id: str, part: str = "") -> str:

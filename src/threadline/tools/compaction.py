@@ -12,7 +12,7 @@ from mcp.types import CreateMessageResult, SamplingMessage, TextContent
 from pydantic import Field
 
 from threadline.storage import CompactionPlan, CompactionResult, Message
-from threadline.tools.common import MODERN, Runtime, SessionId, hints, notify, tool_errors
+from threadline.tools.common import MODERN, Runtime, SessionId, hints, notify, using
 
 SUMMARY_TOKENS = 1500
 NO_SAMPLING = (
@@ -65,8 +65,7 @@ def register(mcp: MCPServer[Any], runtime: Runtime) -> None:
             raise ToolError(NO_SAMPLING)
         if ctx.protocol_version != MODERN and not ctx.session.can_send_request:
             raise ToolError(NO_SAMPLING)
-        with tool_errors():
-            store = await runtime.store()
+        async with using(runtime) as store:
             plan = await store.plan_compaction(session_id, keep_first, keep_last)
         prompt = (
             f"Summarise these {plan.message_count} messages of a conversation.\n\n"
@@ -118,8 +117,7 @@ def register(mcp: MCPServer[Any], runtime: Runtime) -> None:
             text = written.content.text
         else:
             text = written
-        with tool_errors():
-            store = await runtime.store()
+        async with using(runtime) as store:
             result = await store.compact_session(session_id, text, keep_first, keep_last, split)
         new = (result.new_session_id,) if result.new_session_id else ()
         await notify(

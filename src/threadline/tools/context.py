@@ -7,7 +7,7 @@ from mcp.server.mcpserver import Context
 from pydantic import Field
 
 from threadline.storage import BlockUsage, ContextView
-from threadline.tools.common import Runtime, SessionId, hints, notify, tool_errors
+from threadline.tools.common import Runtime, SessionId, hints, notify, using
 
 
 def register(mcp: MCPServer[Any], runtime: Runtime) -> None:
@@ -34,8 +34,7 @@ def register(mcp: MCPServer[Any], runtime: Runtime) -> None:
         thread's notes. Writes over a block's token limit are refused with the limit; then
         condense the block with mode='replace'. Returns how full the block is.
         """
-        with tool_errors():
-            store = await runtime.store()
+        async with using(runtime) as store:
             usage = await store.update_context(session_id, label, content, mode)
         await notify(ctx, (session_id,), parts=("/context",))
         return usage
@@ -54,8 +53,7 @@ def register(mcp: MCPServer[Any], runtime: Runtime) -> None:
     ) -> ContextView:
         """The session's context blocks and its frozen system prompt. `stale` says whether the
         blocks changed since the prompt was rendered."""
-        with tool_errors():
-            store = await runtime.store()
+        async with using(runtime) as store:
             view = await store.get_context(session_id, refresh)
         if refresh:
             await notify(ctx, (session_id,), parts=("/context",))

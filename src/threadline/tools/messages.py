@@ -8,7 +8,7 @@ from mcp.server.mcpserver import Context
 from pydantic import Field
 
 from threadline.storage import AppendResult, Branch, Deleted, History, MessageIn, SessionInfo
-from threadline.tools.common import MessageId, Runtime, SessionId, hints, notify, tool_errors
+from threadline.tools.common import MessageId, Runtime, SessionId, hints, notify, using
 
 # Hosts refuse large tool results (Claude Code: 25,000 tokens). A page of history is cut to
 # this many characters of JSON, oldest messages first, and says so through has_more.
@@ -79,8 +79,7 @@ def register(mcp: MCPServer[Any], runtime: Runtime) -> None:
         already stored with the same content are skipped, so a retry never duplicates.
         Returns the message ids, the new head, and whether the session needs compaction.
         """
-        with tool_errors():
-            store = await runtime.store()
+        async with using(runtime) as store:
             if new_root or parent_id is not None:
                 result = await store.append_messages(session_id, messages, parent_id)
             else:
@@ -115,8 +114,7 @@ def register(mcp: MCPServer[Any], runtime: Runtime) -> None:
         Compacted ranges read as one summary message (id 'compaction:N'). Use it to resume a
         thread; use session_search to find something without reading everything.
         """
-        with tool_errors():
-            store = await runtime.store()
+        async with using(runtime) as store:
             history = fit(
                 await store.get_history(
                     session_id, leaf_id, limit, before, include_compacted, truncate_tool_output
@@ -131,8 +129,7 @@ def register(mcp: MCPServer[Any], runtime: Runtime) -> None:
     ) -> SessionInfo:
         """Switch the session to the branch ending at message_id (see get_history with
         include_branches): history and the next append follow it from now on."""
-        with tool_errors():
-            store = await runtime.store()
+        async with using(runtime) as store:
             info = await store.set_head(session_id, message_id)
         await notify(ctx, (session_id,))
         return info
@@ -143,8 +140,7 @@ def register(mcp: MCPServer[Any], runtime: Runtime) -> None:
     ) -> Deleted:
         """Delete a message and every message after it on its branches. If the head was
         among them it moves to the deleted message's parent. Only when the user asks."""
-        with tool_errors():
-            store = await runtime.store()
+        async with using(runtime) as store:
             deleted = await store.delete_messages(session_id, message_id)
         await notify(ctx, (session_id,))
         return deleted

@@ -16,7 +16,13 @@ from pydantic import Field
 
 from threadline.storage import ContextView, History, SessionInfo
 from threadline.storage import Message as StoredMessage
-from threadline.tools.common import INDEX_URI, Runtime, resource_errors, session_uri, tool_errors
+from threadline.tools.common import (
+    INDEX_URI,
+    Runtime,
+    resource_errors,
+    session_uri,
+    using,
+)
 from threadline.tools.messages import fit
 
 RESUME_MESSAGES = 100
@@ -62,8 +68,7 @@ def context_text(view: ContextView) -> str:
 def register(mcp: MCPServer[Any], runtime: Runtime) -> None:
     @mcp.resource(INDEX_URI, name="sessions", title="Sessions", mime_type="application/json")
     async def index() -> str:
-        with resource_errors():
-            store = await runtime.store()
+        async with using(runtime, resource_errors) as store:
             page = await store.list_sessions(limit=200)
         return page.model_dump_json()
 
@@ -74,13 +79,11 @@ def register(mcp: MCPServer[Any], runtime: Runtime) -> None:
         mime_type="application/json",
     )
     async def session(session_id: str) -> str:
-        with resource_errors():
-            store = await runtime.store()
+        async with using(runtime, resource_errors) as store:
             return (await store.get_session(session_id)).model_dump_json()
 
     async def _history(session_id: str) -> tuple[SessionInfo, History]:
-        with resource_errors():
-            store = await runtime.store()
+        async with using(runtime, resource_errors) as store:
             info = await store.get_session(session_id)
             history = fit(await store.get_history(session_id, limit=200))
         return info, history
@@ -111,8 +114,7 @@ def register(mcp: MCPServer[Any], runtime: Runtime) -> None:
         mime_type="application/json",
     )
     async def context(session_id: str) -> str:
-        with resource_errors():
-            store = await runtime.store()
+        async with using(runtime, resource_errors) as store:
             return context_text(await store.get_context(session_id))
 
     @mcp.prompt(title="Resume a thread")
@@ -120,8 +122,7 @@ def register(mcp: MCPServer[Any], runtime: Runtime) -> None:
         session_id: Annotated[str, Field(description="The session to resume.")],
     ) -> list[Message]:
         """The session's frozen system prompt and its recent history, to pick the thread up."""
-        with tool_errors():
-            store = await runtime.store()
+        async with using(runtime) as store:
             info = await store.get_session(session_id)
             view = await store.get_context(session_id)
             history = fit(await store.get_history(session_id, limit=RESUME_MESSAGES))

@@ -6,7 +6,7 @@ from mcp.server import MCPServer
 from pydantic import Field
 
 from threadline.storage import SearchResults
-from threadline.tools.common import Runtime, hints, tool_errors
+from threadline.tools.common import Runtime, hints, using
 
 
 def register(mcp: MCPServer[Any], runtime: Runtime) -> None:
@@ -37,6 +37,5 @@ def register(mcp: MCPServer[Any], runtime: Runtime) -> None:
         relevance. Each hit has the session id and title, the message id, role, time and a
         snippet with the match in **bold**. Search here before asking the user to repeat
         something they told you in another thread."""
-        with tool_errors():
-            store = await runtime.store()
+        async with using(runtime) as store:
             return await store.session_search(query, session_id, role, limit, cursor)

@@ -7,7 +7,7 @@ from mcp.server.mcpserver import Context
 from pydantic import Field, JsonValue
 
 from threadline.storage import Deleted, MessageIn, SessionInfo, SessionList, UsageTotals
-from threadline.tools.common import Runtime, SessionId, hints, notify, tool_errors
+from threadline.tools.common import Runtime, SessionId, hints, notify, using
 
 Title = Annotated[str | None, Field(description="A short human title.", max_length=200)]
 Metadata = Annotated[
@@ -39,8 +39,7 @@ def register(mcp: MCPServer[Any], runtime: Runtime) -> None:
         Use one session per topic or task, and pass its session_id to every later call.
         Nothing is ever created implicitly: other tools fail on unknown ids.
         """
-        with tool_errors():
-            store = await runtime.store()
+        async with using(runtime) as store:
             info = await store.create_session(title, session_id, metadata, messages)
         await notify(ctx, (info.session_id,), list_changed=True)
         return info
@@ -59,8 +58,7 @@ def register(mcp: MCPServer[Any], runtime: Runtime) -> None:
 
         Use it to find the session_id of an earlier thread. Page with next_cursor.
         """
-        with tool_errors():
-            store = await runtime.store()
+        async with using(runtime) as store:
             return await store.list_sessions(limit, cursor, status)
 
     @mcp.tool(annotations=hints(read_only=True, idempotent=True))
@@ -68,8 +66,7 @@ def register(mcp: MCPServer[Any], runtime: Runtime) -> None:
         """One session's info: title, status, lineage, head, message and branch counts, token
         estimate, whether it needs compaction, and usage totals (input_tokens, output_tokens,
         cost, turns)."""
-        with tool_errors():
-            store = await runtime.store()
+        async with using(runtime) as store:
             return await store.get_session(session_id)
 
     @mcp.tool(annotations=hints(idempotent=True))
@@ -83,8 +80,7 @@ def register(mcp: MCPServer[Any], runtime: Runtime) -> None:
         ] = None,
     ) -> SessionInfo:
         """Change a session's title (and optionally its metadata)."""
-        with tool_errors():
-            store = await runtime.store()
+        async with using(runtime) as store:
             info = await store.rename_session(session_id, title, metadata)
         await notify(ctx, (session_id,), parts=("",))
         return info
@@ -93,8 +89,7 @@ def register(mcp: MCPServer[Any], runtime: Runtime) -> None:
     async def delete_session(ctx: Context[Any, Any], session_id: SessionId) -> Deleted:
         """Delete a session for good: its messages, compactions, usage and session-scoped
         context. Forks of it are not affected. Only do this when the user asks."""
-        with tool_errors():
-            store = await runtime.store()
+        async with using(runtime) as store:
             deleted = await store.delete_session(session_id)
         await notify(ctx, (session_id,), list_changed=True)
         return deleted
@@ -114,8 +109,7 @@ def register(mcp: MCPServer[Any], runtime: Runtime) -> None:
         Use it to explore an alternative without disturbing the original. Returns the new
         session's info; its session_id is new.
         """
-        with tool_errors():
-            store = await runtime.store()
+        async with using(runtime) as store:
             info = await store.fork_session(session_id, message_id, title)
         await notify(ctx, (info.session_id,), list_changed=True)
         return info
@@ -134,8 +128,7 @@ def register(mcp: MCPServer[Any], runtime: Runtime) -> None:
         model: Annotated[str | None, Field(description="Model name.", max_length=200)] = None,
     ) -> UsageTotals:
         """Add one LLM turn's token usage and cost to the session's totals; returns the totals."""
-        with tool_errors():
-            store = await runtime.store()
+        async with using(runtime) as store:
             totals = await store.record_usage(session_id, input_tokens, output_tokens, cost, model)
         await notify(ctx, (session_id,), parts=("",))
         return totals

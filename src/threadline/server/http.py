@@ -1,0 +1,135 @@
+"""Streamable HTTP and SSE: many users, bearer tokens or JWTs, one store per user.
+
+The server keeps no conversation state (everything is in the users' SQLite files), so with
+``stateless=True`` any replica behind a load balancer can serve any request.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import uvicorn
+from mcp.server.auth.provider import TokenVerifier
+from mcp.server.auth.settings import AuthSettings
+from mcp.server.transport_security import TransportSecuritySettings
+from pydantic import AnyHttpUrl
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+
+from threadline.config import Config
+from threadline.server.app import build_server
+from threadline.server.stores import UserStores
+
+log = logging.getLogger(__name__)
+
+Transport = Literal["streamable-http", "sse"]
+LOOPBACK_NAMES = ("localhost",)
+
+
+def is_loopback(host: str) -> bool:
+    if host in LOOPBACK_NAMES:
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+@dataclass(frozen=True)
+class HttpOptions:
+    transport: Transport = "streamable-http"
+    host: str = "127.0.0.1"
+    port: int = 8765
+    path: str = "/mcp"
+    stateless: bool = False
+    verifier: TokenVerifier | None = None
+    issuer_url: str | None = None
+    allow_hosts: tuple[str, ...] = ()
+    allow_origins: tuple[str, ...] = ()
+    max_body_bytes: int = 4 * 1024 * 1024
+    store_capacity: int = 64
+    store_idle_seconds: float = 300.0
+
+    def public_url(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}"
+
+
+def security(options: HttpOptions) -> TransportSecuritySettings:
+    """Host and Origin checks for every bind (the SDK turns them on only for loopback)."""
+    hosts = ["127.0.0.1:*", "localhost:*", "[::1]:*", "127.0.0.1", "localhost", "[::1]"]
+    origins = ["http://127.0.0.1:*", "http://localhost:*", "http://[::1]:*"]
+    for host in options.allow_hosts:
+        hosts += [host, f"{host}:*"]
+    origins += list(options.allow_origins)
+    return TransportSecuritySettings(
+        enable_dns_rebinding_protection=True, allowed_hosts=hosts, allowed_origins=origins
+    )
+
+
+def build_http_app(options: HttpOptions, config: Config, data_dir: Path) -> Starlette:
+    """The whole HTTP application; its lifespan opens nothing and closes every user store."""
+    stores = UserStores(
+        data_dir,
+        config,
+        authenticated=options.verifier is not None,
+        capacity=options.store_capacity,
+        idle_seconds=options.store_idle_seconds,
+    )
+    auth = None
+    if options.verifier is not None:
+        auth = AuthSettings(
+            issuer_url=AnyHttpUrl(options.issuer_url or options.public_url()),
+            resource_server_url=AnyHttpUrl(options.public_url() + options.path),
+            validate_token_resource=False,
+        )
+    mcp = build_server(stores, token_verifier=options.verifier, auth=auth)
+
+    async def healthz(_: Request) -> JSONResponse:
+        return JSONResponse({"status": "ok"})  # unauthenticated: says nothing else
+
+    mcp.custom_route("/healthz", methods=["GET"])(healthz)
+
+    if options.transport == "sse":
+        app = mcp.sse_app(
+            sse_path="/sse",
+            message_path="/messages/",
+            max_request_body_size=options.max_body_bytes,
+            transport_security=security(options),
+            host=options.host,
+        )
+    else:
+        app = mcp.streamable_http_app(
+            streamable_http_path=options.path,
+            stateless_http=options.stateless,
+            max_request_body_size=options.max_body_bytes,
+            transport_security=security(options),
+            host=options.host,
+        )
+    inner = app.router.lifespan_context
+
+    @asynccontextmanager
+    async def lifespan(application: Starlette) -> AsyncIterator[None]:
+        async with stores.running(), inner(application):
+            yield
+
+    app.router.lifespan_context = lifespan
+    app.state.stores = stores
+    return app
+
+
+async def serve_http(options: HttpOptions, config: Config, data_dir: Path) -> None:
+    app = build_http_app(options, config, data_dir)
+    where = options.public_url() + ("/sse" if options.transport == "sse" else options.path)
+    log.warning("threadline serving %s at %s (data: %s)", options.transport, where, data_dir)
+    server = uvicorn.Server(
+        uvicorn.Config(app, host=options.host, port=options.port, log_level="warning")
+    )
+    await server.serve()

@@ -1,0 +1,147 @@
+"""One store per user, behind HTTP: the user-to-file mapping and a bounded cache of open stores.
+
+The file of a user is ``users/<first 32 hex digits of sha256(issuer NUL subject)>.db`` inside
+the data directory: no character of the identity reaches the file system, so path traversal,
+Unicode look-alikes, case folding and reserved names cannot matter. The directory is created
+0700 and each file 0600.
+
+Open stores are lent per call and kept in a least-recently-used cache of ``capacity`` entries;
+a store is closed when it falls out of the cache or has been idle for ``idle_seconds``, but
+never while a call holds it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections import OrderedDict
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import anyio
+from mcp.server.auth.middleware.auth_context import get_access_token
+
+from threadline.config import Config
+from threadline.server.auth import identity
+from threadline.server.local import LOCAL_STORE
+from threadline.storage import Store, StoreError
+
+log = logging.getLogger(__name__)
+
+USERS_DIR = "users"
+
+
+def user_file(data_dir: Path, user: tuple[str, str]) -> Path:
+    """The store file of ``(issuer, subject)``; the same identity always maps to one file."""
+    issuer, subject = user
+    digest = hashlib.sha256(f"{issuer}\x00{subject}".encode("utf-8", "surrogatepass"))
+    return data_dir / USERS_DIR / f"{digest.hexdigest()[:32]}.db"
+
+
+@dataclass
+class _Entry:
+    store: Store
+    leases: int = 0
+    last_used: float = field(default_factory=anyio.current_time)
+
+
+class UserStores:
+    """The HTTP runtime: lends each request the store of its authenticated user.
+
+    ``authenticated=False`` (loopback development without auth) serves the local user's store,
+    the same file stdio uses.
+    """
+
+    def __init__(
+        self,
+        data_dir: Path,
+        config: Config,
+        *,
+        authenticated: bool,
+        capacity: int = 64,
+        idle_seconds: float = 300.0,
+    ) -> None:
+        self.config = config
+        self.data_dir = data_dir
+        self.authenticated = authenticated
+        self.capacity = capacity
+        self.idle_seconds = idle_seconds
+        self._open: OrderedDict[Path, _Entry] = OrderedDict()
+        self._opening: dict[Path, anyio.Lock] = {}
+        self._running = False
+
+    def _current_path(self) -> Path:
+        if not self.authenticated:
+            return self.data_dir / LOCAL_STORE
+        token = get_access_token()
+        if token is None:  # the auth middleware lets no such request through
+            raise StoreError("this request is not authenticated")
+        return user_file(self.data_dir, identity(token))
+
+    @asynccontextmanager
+    async def store(self) -> AsyncIterator[Store]:
+        path = self._current_path()
+        entry = await self._acquire(path)
+        try:
+            yield entry.store
+        finally:
+            entry.leases -= 1
+            entry.last_used = anyio.current_time()
+            await self._evict()
+
+    async def _acquire(self, path: Path) -> _Entry:
+        if not self._running:
+            raise StoreError("the server is not running")
+        entry = self._open.get(path)
+        if entry is None:
+            lock = self._opening.setdefault(path, anyio.Lock())
+            async with lock:
+                entry = self._open.get(path)
+                if entry is None:
+                    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+                    entry = _Entry(await Store.open(path, self.config))
+                    self._open[path] = entry
+            self._opening.pop(path, None)
+        self._open.move_to_end(path)
+        entry.leases += 1
+        return entry
+
+    async def _evict(self, now: float | None = None) -> None:
+        """Close idle stores: beyond capacity (least recently used first), or idle too long."""
+        excess = len(self._open) - self.capacity
+        for path, entry in list(self._open.items()):
+            idle = now is not None and now - entry.last_used >= self.idle_seconds
+            if entry.leases == 0 and (excess > 0 or idle):
+                del self._open[path]
+                excess -= 1
+                await entry.store.close()
+
+    @property
+    def open_count(self) -> int:
+        return len(self._open)
+
+    async def _reap(self) -> None:
+        while True:
+            await anyio.sleep(max(0.05, self.idle_seconds / 4))
+            await self._evict(now=anyio.current_time())
+
+    @asynccontextmanager
+    async def running(self) -> AsyncIterator[UserStores]:
+        """Serve while the block runs; then close every store."""
+        self.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        self._running = True
+        try:
+            async with anyio.create_task_group() as tasks:
+                tasks.start_soon(self._reap)
+                try:
+                    yield self
+                finally:
+                    tasks.cancel_scope.cancel()
+        finally:
+            self._running = False
+            with anyio.CancelScope(shield=True):
+                for entry in list(self._open.values()):
+                    await entry.store.close()
+                self._open.clear()
