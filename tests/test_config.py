@@ -54,3 +54,19 @@ def test_host_configs_run_threadline_serve(name: str) -> None:
 def test_vscode_config_runs_threadline_serve() -> None:
     server = json.loads((CONFIGS / "vscode.json").read_text())["servers"]["threadline"]
     assert (server["type"], server["command"], server["args"]) == ("stdio", "threadline", ["serve"])
+
+
+@pytest.mark.parametrize(
+    ("name", "key"), [("vscode-remote.json", "servers"), ("cursor-remote.json", "mcpServers")]
+)
+def test_remote_configs_point_at_the_mcp_endpoint_with_a_bearer_token(name: str, key: str) -> None:
+    server = json.loads((CONFIGS / name).read_text())[key]["threadline"]
+    assert server["url"].endswith("/mcp")
+    assert server["headers"]["Authorization"].startswith("Bearer ")
+
+
+def test_http_settings_load_from_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "threadline.toml"
+    path.write_text('[http]\nhost = "0.0.0.0"\nallow_hosts = ["threadline.example"]\nport = 9000\n')
+    http = load_config(path, environ={}).http
+    assert (http.host, http.port, http.allow_hosts) == ("0.0.0.0", 9000, ("threadline.example",))
