@@ -20,12 +20,14 @@ def db_path(tmp_path: Path) -> Path:
 
 @pytest.fixture
 async def store(db_path: Path) -> AsyncIterator[Store]:
-    async with Store.open(db_path) as s:
+    """The default store, except that search indexing never starts just because the test
+    paused (index_delay): recent messages stay in the unindexed tail until 512 wait."""
+    async with Store.open(db_path, Config(index_delay=60)) as s:
         yield s
 
 
 @pytest.fixture
 async def eager_store(db_path: Path) -> AsyncIterator[Store]:
-    """A store that indexes for search on every write (no unindexed tail)."""
-    async with Store.open(db_path, Config(index_batch=1)) as s:
+    """A store that indexes for search within every write (no unindexed tail)."""
+    async with Store.open(db_path, Config(index_batch=1, index_chunk=1_000_000)) as s:
         yield s

@@ -227,12 +227,18 @@ async def test_cancelled_appends_land_whole_or_not_at_all_and_leave_no_transacti
     rng = random.Random(20260509)
     tags: list[str] = []
     acked: list[str] = []
-    async with Store.open(db_path) as store:
+    # No idle-time search indexing here, so that a held write lock can only be a left-over.
+    async with Store.open(db_path, Config(index_delay=60)) as store:
         sid = (await store.create_session()).session_id
 
         async def append_batch(tag: str) -> None:
             await store.append_messages(sid, [_msg(f"{tag}-{k}", f"{tag} {k}") for k in range(3)])
             acked.append(tag)
+
+        async def settle() -> None:
+            """A cancelled caller returns at once; a batch the writer took still completes.
+            The writer serves in order, so once a later write is done, all earlier ones are."""
+            await store.update_context(sid, "scratchpad", "settled")
 
         # Cancelled by a deadline at a random moment.
         for round_ in range(25):
@@ -241,6 +247,7 @@ async def test_cancelled_appends_land_whole_or_not_at_all_and_leave_no_transacti
                     for j in range(20):
                         tags.append(f"d{round_}x{j}")
                         tg.start_soon(append_batch, tags[-1])
+            await settle()
             assert _lock_is_free(db_path), f"write lock held after round {round_}"
 
         # Cancelled by hand once a random number of appends came back.
@@ -255,6 +262,7 @@ async def test_cancelled_appends_land_whole_or_not_at_all_and_leave_no_transacti
                 for j in range(80):
                     tags.append(f"c{round_}x{j}")
                     tg.start_soon(append_then_stop, tags[-1], tg.cancel_scope, stop_at)
+            await settle()
             assert _lock_is_free(db_path), f"write lock held after manual round {round_}"
 
         # The store still takes writes, at once.

@@ -251,7 +251,9 @@ async def test_a_limit_outside_1_to_50_is_refused(any_store: Store, limit: Any) 
     ],
 )
 async def test_pages_of_ten_chain_through_all_25_hits_once(db_path: Path, index_batch: int) -> None:
-    async with Store.open(db_path, Config(index_batch=index_batch)) as store:
+    async with Store.open(
+        db_path, Config(index_batch=index_batch, index_chunk=10**6, index_delay=60)
+    ) as store:
         misses = [{"role": "assistant", "content": f"papaya {i}"} for i in range(25)]
         sid = (await store.create_session(title="pages", messages=misses)).session_id
         for i in range(25):  # one write each, so index_batch=10 indexes 20 and leaves 5
@@ -636,7 +638,9 @@ async def test_a_query_finds_the_same_messages_indexed_or_not(tmp_path: Path, qu
     ]
     found = []
     for name, batch in (("tail.db", 512), ("indexed.db", 1)):
-        async with Store.open(tmp_path / name, Config(index_batch=batch)) as store:
+        async with Store.open(
+            tmp_path / name, Config(index_batch=batch, index_chunk=10**6, index_delay=60)
+        ) as store:
             await seed(store, texts, title="same")
             found.append(sorted(ids(await store.session_search(query, limit=50))))
 
@@ -856,7 +860,9 @@ ANY_TEXT = (
 async def test_any_query_is_answered_or_refused_and_stored_text_is_found(
     db_path: Path, index_batch: int
 ) -> None:
-    async with Store.open(db_path, Config(index_batch=index_batch)) as store:
+    async with Store.open(
+        db_path, Config(index_batch=index_batch, index_chunk=10**6, index_delay=60)
+    ) as store:
         await seed(store, ["a neutral message", "(( ** '' \"\" :: --", "東京 AND OR NEAR"])
 
         tried = {"queries": 0, "stored": 0}
@@ -900,7 +906,7 @@ async def test_any_query_is_answered_or_refused_and_stored_text_is_found(
 async def test_indexes_pass_integrity_checks_after_a_mixed_workload(
     db_path: Path, index_batch: int
 ) -> None:
-    config = Config(index_batch=index_batch)
+    config = Config(index_batch=index_batch, index_chunk=10**6, index_delay=60)
     async with Store.open(db_path, config) as store:
         first = await seed(store, HOSTILE + INJECTION + [c[1] for c in CJK] + PARTS, title="mix")
         second = await seed(store, [f"turn {i} heron" for i in range(14)], title="long")

@@ -118,7 +118,14 @@ class Config(_Frozen):
     index_batch: int = Field(
         default=512,
         ge=1,
-        description="Search indexing runs once this many messages wait for it.",
+        description="While writes keep coming, search indexing runs between them once this "
+        "many messages wait.",
+    )
+    index_chunk: int = Field(
+        default=128, ge=1, description="Messages indexed in one go (bounds the pause it causes)."
+    )
+    index_delay: float = Field(
+        default=0.05, gt=0, le=60, description="Search indexing runs when writes pause this long."
     )
 
     @field_validator("blocks")

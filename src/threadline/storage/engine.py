@@ -1,19 +1,26 @@
 """SQLite plumbing: connection setup, the group-committing writer, the reader pool.
 
 Every write is a plain function ``fn(conn) -> T`` that runs inside a ``BEGIN IMMEDIATE``
-transaction on the single writer connection. Concurrent writes share one transaction (group
-commit): the first caller to arrive becomes the leader, takes every job queued so far, runs
-each inside its own SAVEPOINT, commits once, and hands each caller its own result, only after
-the commit. A job that raises a ``ThreadlineError`` is rolled back to its savepoint and changes
-nothing; its neighbours still commit.
+transaction on the single writer connection, in the store's own writer thread. Concurrent
+writes share one transaction (group commit): the writer takes every job queued while it was
+busy, runs each inside its own SAVEPOINT, commits once, and only then hands each caller its own
+result (one wake-up of the event loop per batch). A job that raises a ``ThreadlineError`` is
+rolled back to its savepoint and changes nothing; its neighbours still commit.
 
-Callers wait in worker threads that cannot be abandoned, so a cancelled caller leaves its
-transaction committed or rolled back whole, never half-done or holding the write lock.
-Reads run on their own connections, in parallel with the writer.
+A caller cancelled before the writer took its job is dropped whole; once taken, the job
+commits or rolls back whole, so a transaction is never left half-done or holding the lock.
+Search indexing runs in the same thread, in bounded chunks: inside a batch's transaction once
+``index_batch`` messages wait (so the unindexed tail stays short under load), and otherwise in
+transactions of its own when writes pause for ``index_delay``.
+Reads run on their own connections, in worker threads, in parallel with the writer.
+
+The writer resolves asyncio futures, so the store runs under asyncio (as the MCP SDK does).
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import sqlite3
 import threading
@@ -81,13 +88,27 @@ def connect(path: Path, config: Config, *, readonly: bool = False) -> sqlite3.Co
 
 
 class _Pending:
-    __slots__ = ("done", "error", "fn", "value")
+    __slots__ = ("error", "fn", "future", "loop", "value")
 
-    def __init__(self, fn: Job) -> None:
+    def __init__(
+        self, fn: Job, loop: asyncio.AbstractEventLoop, future: asyncio.Future[Any]
+    ) -> None:
         self.fn = fn
-        self.done = False
+        self.loop = loop
+        self.future = future
         self.value: Any = None
         self.error: BaseException | None = None
+
+
+def _resolve(jobs: list[_Pending]) -> None:
+    """On the event loop: hand each caller its outcome (unless it stopped waiting)."""
+    for job in jobs:
+        if job.future.done():
+            continue
+        if job.error is not None:
+            job.future.set_exception(job.error)
+        else:
+            job.future.set_result(job.value)
 
 
 class Database:
@@ -98,49 +119,67 @@ class Database:
         path: Path,
         config: Config,
         writer: sqlite3.Connection,
-        maintenance: Callable[[sqlite3.Connection], object] | None = None,
+        maintenance: Callable[[sqlite3.Connection, int, int], int] | None = None,
     ) -> None:
+        """``maintenance(conn, at_least, at_most)`` does deferred work (search indexing) in the
+        transaction it is given, if ``at_least`` units wait, up to ``at_most``; returns how
+        many it did."""
         self.path = path
         self.config = config
         self._writer = writer
         self._maintenance = maintenance
+        self._backlog = maintenance is not None  # work may be waiting from before we opened
         self._cond = threading.Condition()
         self._queue: list[_Pending] = []
-        self._leading = False
         self._readers: list[sqlite3.Connection] = []
         self._readers_lock = threading.Lock()
-        self._write_limiter = anyio.CapacityLimiter(64)
         self._read_limiter = anyio.CapacityLimiter(config.readers)
         self._closed = False
+        self._stopping = False
+        self._thread = threading.Thread(
+            target=self._serve_writes, name=f"threadline-writer {path.name}", daemon=True
+        )
+        self._thread.start()
 
     # -- writing ------------------------------------------------------------------------
 
     async def write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         """Run ``fn`` in a write transaction; its result comes back only once committed."""
         self._check_open()
-        result: T = await anyio.to_thread.run_sync(self.write_sync, fn, limiter=self._write_limiter)
-        return result
-
-    def write_sync(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        job = _Pending(fn)
+        loop = asyncio.get_running_loop()
+        job = _Pending(fn, loop, loop.create_future())
         with self._cond:
             self._queue.append(job)
-            while self._leading and not job.done:
-                self._cond.wait()
-            if not job.done:
-                self._leading = True
+            self._cond.notify()
+        result: T = await job.future
+        return result
+
+    def _serve_writes(self) -> None:
+        """The writer thread: commit queued writes in groups; index when there is time."""
+        while True:
+            with self._cond:
+                if not self._queue and not self._stopping:
+                    self._cond.wait(timeout=self.config.index_delay if self._backlog else None)
                 batch, self._queue = self._queue, []
-        if not job.done:
-            try:
-                self._commit(batch)
-            finally:
-                with self._cond:
-                    self._leading = False
-                    self._cond.notify_all()
-        if job.error is not None:
-            raise job.error
-        value: T = job.value
-        return value
+                stopping = self._stopping
+            live = [job for job in batch if not job.future.cancelled()]
+            if live:
+                self._commit(live)
+                self._post(live)
+                self._backlog = self._maintenance is not None
+                continue
+            if stopping:
+                return
+            if self._backlog:  # writes paused: catch up, a chunk at a time
+                self._backlog = self._maintain_alone()
+
+    def _post(self, batch: list[_Pending]) -> None:
+        by_loop: dict[asyncio.AbstractEventLoop, list[_Pending]] = {}
+        for job in batch:
+            by_loop.setdefault(job.loop, []).append(job)
+        for loop, jobs in by_loop.items():
+            with contextlib.suppress(RuntimeError):  # the loop is gone; nobody is waiting
+                loop.call_soon_threadsafe(_resolve, jobs)
 
     def _commit(self, batch: list[_Pending]) -> None:
         """One transaction for the whole batch; if it fails as a whole, each job alone."""
@@ -152,10 +191,10 @@ class Database:
                 for job in batch:
                     self._commit([job])
             else:
-                error = translate(exc) if isinstance(exc, sqlite3.Error) else exc
-                self._finish(batch, error)
-        except BaseException as exc:
-            self._finish(batch, exc)
+                batch[0].error = translate(exc) if isinstance(exc, sqlite3.Error) else exc
+        except BaseException as exc:  # the writer thread itself is going down
+            for job in batch:
+                job.error = StoreError(f"the write was not committed ({type(exc).__name__})")
             raise
 
     def _run(self, batch: list[_Pending]) -> None:
@@ -174,7 +213,7 @@ class Database:
             if single and batch[0].error is not None:
                 conn.execute("ROLLBACK")
             else:
-                self._maintain(conn)
+                self._ride_along(conn)
                 conn.execute("COMMIT")
         except BaseException:
             if conn.in_transaction:
@@ -182,22 +221,37 @@ class Database:
             for job in batch:
                 job.value = job.error = None
             raise
-        for job in batch:
-            job.done = True
 
-    def _maintain(self, conn: sqlite3.Connection) -> None:
-        """Housekeeping that rides along with a commit; its failure never fails the writes."""
+    def _ride_along(self, conn: sqlite3.Connection) -> None:
+        """Once ``index_batch`` messages wait, index a chunk inside the batch's transaction:
+        the unindexed tail stays bounded under load, at a bounded cost per commit. Its
+        failure never fails the batch's writes."""
         if self._maintenance is None:
             return
         conn.execute("SAVEPOINT maintenance")
         try:
-            self._maintenance(conn)
+            self._maintenance(conn, self.config.index_batch, self.config.index_chunk)
         except sqlite3.Error as exc:
             if not conn.in_transaction:
                 raise
-            log.warning("maintenance skipped: %r", exc)
+            log.warning("%s: search indexing postponed: %s", self.path, translate(exc))
             conn.execute("ROLLBACK TO maintenance")
         conn.execute("RELEASE maintenance")
+
+    def _maintain_alone(self) -> bool:
+        """Index a chunk in a transaction of its own; True if more may be waiting."""
+        assert self._maintenance is not None
+        conn = self._writer
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            done = self._maintenance(conn, 1, self.config.index_chunk)
+            conn.execute("COMMIT")
+        except sqlite3.Error as exc:
+            if conn.in_transaction:
+                conn.rollback()
+            log.warning("%s: search indexing postponed: %s", self.path, translate(exc))
+            return False
+        return done >= self.config.index_chunk
 
     @staticmethod
     def _call(job: _Pending, conn: sqlite3.Connection) -> bool:
@@ -208,12 +262,6 @@ class Database:
             job.error = exc
             return False
         return True
-
-    @staticmethod
-    def _finish(batch: list[_Pending], error: BaseException) -> None:
-        for job in batch:
-            job.error = error
-            job.done = True
 
     # -- reading ------------------------------------------------------------------------
 
@@ -260,8 +308,9 @@ class Database:
 
     def _close_sync(self) -> None:
         with self._cond:
-            while self._leading or self._queue:
-                self._cond.wait()
+            self._stopping = True
+            self._cond.notify()
+        self._thread.join()
         with self._readers_lock:
             readers, self._readers = self._readers, []
         for conn in readers:

@@ -7,10 +7,10 @@ case-fold, such as Cherokee, are found indexed only in the case they were writte
 
 A trigram FTS5 index (``fts_trigram``) finds terms of three or more characters and ranks by
 bm25. Shorter terms are checked on the candidates it finds; a query of short terms only scans
-the messages, newest first. Indexing runs in batches, riding along with a write once
-``index_batch`` messages wait for it, up to a watermark (``search_state.indexed_pk``); search
-also scans the few committed messages above the watermark, newest first, ahead of the ranked
-hits.
+the messages, newest first. The store's writer thread indexes in chunks, up to a watermark
+(``search_state.indexed_pk``): inside a write's transaction once ``index_batch`` messages
+wait, and whenever writes pause for ``index_delay``; search also scans the committed messages
+above the watermark, newest first, ahead of the ranked hits.
 
 User text is never FTS syntax: it is split on white space and each term is quoted, so quotes,
 operators, column filters, ``C++`` or e-mail addresses are searched literally.
@@ -36,13 +36,16 @@ _HIT_COLUMNS = """m.pk, m.session_id, s.title, m.id, m.role, m.created_at,
 _TEXT = "coalesce(m.body, m.content)"
 
 
-def index_pending(conn: sqlite3.Connection, at_least: int = 1) -> int:
-    """Index the messages above the watermark if ``at_least`` of them wait; returns how many."""
+def index_pending(conn: sqlite3.Connection, at_least: int = 1, at_most: int | None = None) -> int:
+    """Index messages above the watermark, oldest first, if ``at_least`` of them wait; at most
+    ``at_most`` (all if None). Returns how many it indexed."""
     (indexed,) = conn.execute("SELECT indexed_pk FROM search_state").fetchone()
     row = conn.execute("SELECT seq FROM sqlite_sequence WHERE name = 'messages'").fetchone()
     top = row[0] if row else 0
     if top - indexed < at_least:
         return 0
+    if at_most is not None:
+        top = min(top, indexed + at_most)
     conn.execute(
         "INSERT INTO fts_trigram (rowid, body) "
         "SELECT pk, coalesce(body, content) FROM messages WHERE pk > ? AND pk <= ?",

@@ -7,7 +7,6 @@ reads one snapshot on a reader connection.
 
 from __future__ import annotations
 
-import functools
 import logging
 import sqlite3
 from collections.abc import Callable, Generator, Sequence
@@ -357,8 +356,7 @@ class _Opening:
     async def _open(self) -> Store:
         config = self._config
         writer = await anyio.to_thread.run_sync(schema.open_writer, self._path, config)
-        maintenance = functools.partial(search.index_pending, at_least=config.index_batch)
-        return Store(Database(self._path, config, writer, maintenance))
+        return Store(Database(self._path, config, writer, search.index_pending))
 
     def __await__(self) -> Generator[Any, None, Store]:
         return self._open().__await__()
