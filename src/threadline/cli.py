@@ -62,6 +62,11 @@ def _parser() -> argparse.ArgumentParser:
         help="no protocol sessions on the server, for replicas behind a load balancer "
         "(2025-11-25 clients then get no server-to-client requests, such as sampling)",
     )
+    http.add_argument(
+        "--public-url",
+        help="the URL clients use, e.g. https://threadline.example behind a proxy "
+        "(advertised in auth challenges; default: http://HOST:PORT)",
+    )
     http.add_argument("--tokens-file", type=Path, help="static bearer tokens (threadline token)")
     http.add_argument("--jwt-issuer", help="accept JWTs from this issuer (iss)")
     http.add_argument("--jwt-audience", help="...for this audience (aud)")
@@ -190,6 +195,7 @@ def _serve_http(args: argparse.Namespace, config: Config, data_dir: Path) -> Non
         max_body_bytes=http.max_body_bytes,
         store_capacity=http.store_capacity,
         store_idle_seconds=http.store_idle_seconds,
+        base_url=args.public_url or http.public_url,
     )
     anyio.run(serve_http, options, config, data_dir)
 

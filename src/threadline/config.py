@@ -90,6 +90,9 @@ class Http(_Frozen):
 
     host: str = "127.0.0.1"
     port: int = Field(default=8765, ge=0, le=65535)
+    public_url: str | None = Field(
+        default=None, pattern=r"^https?://", description="How clients reach the server."
+    )
     stateless: bool = False
     tokens_file: Path | None = None
     jwt_issuer: str | None = None

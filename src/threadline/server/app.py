@@ -14,6 +14,7 @@ from mcp.types import EmptyResult, SubscribeRequestParams, UnsubscribeRequestPar
 
 from threadline import __version__
 from threadline.tools import SUBSCRIPTIONS, Runtime, register_all
+from threadline.tools.common import UserScopedBus
 
 INSTRUCTIONS = """\
 threadline keeps persistent conversation threads ("sessions") for this user, in parallel and
@@ -61,6 +62,7 @@ def build_server(
         lifespan=run,
         token_verifier=token_verifier,
         auth=auth,
+        subscriptions=UserScopedBus(),
     )
     register_all(mcp, runtime)
     _legacy_subscriptions(mcp)

@@ -51,7 +51,7 @@ class TokenFile:
     def __init__(self, path: Path) -> None:
         self.path = path
         self._lock = threading.Lock()
-        self._stamp: tuple[int, int] | None = None
+        self._stamp: tuple[int, int, int] | None = None
         self._entries: list[TokenEntry] = []
 
     def entries(self) -> list[TokenEntry]:
@@ -62,7 +62,7 @@ class TokenFile:
             except FileNotFoundError:
                 self._stamp, self._entries = None, []
                 return []
-            stamp = (stat.st_mtime_ns, stat.st_size)
+            stamp = (stat.st_ino, stat.st_mtime_ns, stat.st_size)
             if stamp != self._stamp:
                 self._entries = self._read()
                 self._stamp = stamp
@@ -183,12 +183,3 @@ class JWTVerifier:
             subject=subject,
             claims=claims,
         )
-
-
-def identity(token: AccessToken) -> tuple[str, str]:
-    """(issuer, subject) of a verified token: the user, as threadline keys it."""
-    claims = token.claims or {}
-    issuer = claims.get("iss")
-    if not isinstance(issuer, str) or not token.subject:
-        raise ValueError("a verified token without issuer or subject")
-    return issuer, token.subject

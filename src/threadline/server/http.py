@@ -56,8 +56,12 @@ class HttpOptions:
     max_body_bytes: int = 4 * 1024 * 1024
     store_capacity: int = 64
     store_idle_seconds: float = 300.0
+    base_url: str | None = None
 
     def public_url(self) -> str:
+        """Where clients reach the server (advertised in 401 challenges and metadata)."""
+        if self.base_url:
+            return self.base_url.rstrip("/")
         host = f"[{self.host}]" if ":" in self.host else self.host
         return f"http://{host}:{self.port}"
 

@@ -21,12 +21,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import anyio
-from mcp.server.auth.middleware.auth_context import get_access_token
 
 from threadline.config import Config
-from threadline.server.auth import identity
 from threadline.server.local import LOCAL_STORE
 from threadline.storage import Store, StoreError
+from threadline.tools.common import current_user
 
 log = logging.getLogger(__name__)
 
@@ -35,8 +34,10 @@ USERS_DIR = "users"
 
 def user_file(data_dir: Path, user: tuple[str, str]) -> Path:
     """The store file of ``(issuer, subject)``; the same identity always maps to one file."""
-    issuer, subject = user
-    digest = hashlib.sha256(f"{issuer}\x00{subject}".encode("utf-8", "surrogatepass"))
+    # The issuer's length first makes the pair unambiguous (no separator a name could hold);
+    # surrogatepass keeps a lone surrogate distinct from the character a pair of them spells.
+    issuer, subject = (part.encode("utf-8", "surrogatepass") for part in user)
+    digest = hashlib.sha256(len(issuer).to_bytes(8, "big") + issuer + subject)
     return data_dir / USERS_DIR / f"{digest.hexdigest()[:32]}.db"
 
 
@@ -75,10 +76,10 @@ class UserStores:
     def _current_path(self) -> Path:
         if not self.authenticated:
             return self.data_dir / LOCAL_STORE
-        token = get_access_token()
-        if token is None:  # the auth middleware lets no such request through
+        user = current_user()
+        if user is None:  # the auth middleware lets no such request through
             raise StoreError("this request is not authenticated")
-        return user_file(self.data_dir, identity(token))
+        return user_file(self.data_dir, user)
 
     @asynccontextmanager
     async def store(self) -> AsyncIterator[Store]:
@@ -109,14 +110,23 @@ class UserStores:
         return entry
 
     async def _evict(self, now: float | None = None) -> None:
-        """Close idle stores: beyond capacity (least recently used first), or idle too long."""
-        excess = len(self._open) - self.capacity
+        """Close idle stores: beyond capacity (least recently used first), or idle too long.
+
+        Entries leave the cache before the awaits that close them, so evictions that overlap
+        (calls ending together, the reaper) never close or remove one entry twice.
+        """
+        doomed = []
         for path, entry in list(self._open.items()):
+            over = len(self._open) > self.capacity
             idle = now is not None and now - entry.last_used >= self.idle_seconds
-            if entry.leases == 0 and (excess > 0 or idle):
+            if entry.leases == 0 and (over or idle) and self._open.get(path) is entry:
                 del self._open[path]
-                excess -= 1
+                doomed.append(entry)
+        for entry in doomed:
+            try:
                 await entry.store.close()
+            except Exception:  # closing is best effort; the cache must keep serving
+                log.exception("closing an idle store failed")
 
     @property
     def open_count(self) -> int:
