@@ -16,6 +16,7 @@ from typing import Any
 
 import anyio
 
+from bench.http import end_to_end
 from bench.stats import table
 from bench.text import WordSalad
 from bench.workloads import FULL, QUICK, Results, Sizes, concurrent_appends, large_store
@@ -26,6 +27,7 @@ WORKLOADS: dict[str, tuple[str, Workload]] = {
     "appends": ("1. concurrent appends", concurrent_appends),
     "sequential": ("2. sequential appends", sequential),
     "store": ("3-5. history, search, fork, compaction on a large store", large_store),
+    "http": ("6. end to end: streamable HTTP and in-memory, against a no-op tool", end_to_end),
 }
 
 

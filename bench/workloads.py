@@ -50,6 +50,9 @@ class Sizes:
     queries: int = 100  # 4. search
     fork_runs: int = 5  # 5. fork of the large session, compaction of filler sessions
     compact_runs: int = 5
+    e2e_calls: int = 800  # 6. end to end: calls of each tool per client count and transport
+    e2e_rounds: int = 4  # the tools take turns this many times (noise hits all alike)
+    e2e_clients: tuple[int, ...] = (1, 8)  # concurrent clients, each with its own session
 
 
 QUICK = Sizes(
@@ -62,6 +65,8 @@ QUICK = Sizes(
     total=20_000,
     fork_runs=3,
     compact_runs=3,
+    e2e_calls=48,
+    e2e_rounds=2,
 )
 FULL = Sizes(name="full")
 
