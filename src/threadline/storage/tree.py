@@ -22,7 +22,7 @@ from threadline.storage.errors import (
     SessionNotFound,
 )
 from threadline.storage.models import AppendResult, Branch, History, Message, MessageIn
-from threadline.storage.text import estimate_tokens, new_id, now, searchable_text
+from threadline.storage.text import ID_PATTERN, estimate_tokens, is_id, new_id, now, searchable_text
 
 OMITTED: Any = object()  # parent_id not given: attach to the head
 
@@ -330,6 +330,8 @@ def _shorten_part(part: Any, keep: int) -> tuple[Any, bool]:
 def encode_message(message: MessageIn, index: int, config: Config) -> tuple[Any, ...]:
     """(role, content, is_json, body, name, metadata, tokens) as stored, after the size rules."""
     field = f"messages[{index}]"
+    if message.id is not None and not is_id(message.id):  # compaction:N ids are reserved
+        raise InvalidInput(f"{field}.id", f"must match {ID_PATTERN}")
     limit = config.limits.max_message_chars
     if isinstance(message.content, str):
         content, is_json, body = message.content, 0, None

@@ -86,6 +86,8 @@ def messages(value: Sequence[MessageIn | dict[str, Any]], limits: Limits) -> lis
         raise InvalidInput(
             "messages", f"holds {len(value)} messages; the limit is {limits.max_batch_messages}"
         )
+    if all(type(m) is MessageIn for m in value):
+        return list(value)  # type: ignore[arg-type]  # validated when they were made
     items = [m.model_dump(exclude_unset=True) if isinstance(m, MessageIn) else m for m in value]
     try:
         return _MESSAGES.validate_python(items)
