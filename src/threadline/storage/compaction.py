@@ -13,20 +13,19 @@ from __future__ import annotations
 
 import sqlite3
 from dataclasses import dataclass
-from typing import Any
 
 from threadline.config import Config
 from threadline.storage import context, validate
 from threadline.storage.errors import NothingToCompact
-from threadline.storage.models import CompactionPlan, CompactionResult, Message, MessageIn
+from threadline.storage.models import CompactionPlan, CompactionResult, MessageIn
 from threadline.storage.sessions import insert_session
-from threadline.storage.text import estimate_tokens, new_id, now
+from threadline.storage.text import new_id, now
 from threadline.storage.tree import (
     Compaction,
+    Entry,
     append,
     compactions,
     effective_tokens,
-    is_tool_result,
     session_row,
     walk,
 )
@@ -34,8 +33,8 @@ from threadline.storage.tree import (
 
 @dataclass(frozen=True, slots=True)
 class _Range:
-    entries: list[tuple[Message, tuple[Any, ...] | None]]  # oldest first
-    tail: list[Message]
+    entries: list[Entry]  # oldest first
+    tail: list[Entry]
     start_pk: int
     end_pk: int
     replaced: int
@@ -59,23 +58,20 @@ def _choose(
         rules.keep_last if keep_last is None else validate.limit(keep_last, "keep_last", 0, 10_000)
     )
     (head_pk,) = session_row(conn, session_id, "head_pk")
-    comps = compactions(conn, session_id)
-    path = walk(conn, head_pk, comps)[::-1]  # oldest first
-    by_summary = {c.summary_id: c for c in comps}
+    path = walk(conn, head_pk, compactions(conn, session_id))[::-1]  # oldest first
 
     # An explicit keep_last is exact; the default also keeps what fits in keep_last_tokens.
     budget = rules.keep_last_tokens if keep_last is None else 0
     tail_len, tail_tokens = 0, 0
-    for message, _ in reversed(path[first:]):
-        tokens = _tokens(message)
-        if tail_len >= last and tail_tokens + tokens > budget:
+    for entry in reversed(path[first:]):
+        if tail_len >= last and tail_tokens + entry.tokens > budget:
             break
         tail_len += 1
-        tail_tokens += tokens
+        tail_tokens += entry.tokens
     lo, hi = first, len(path) - tail_len  # the range is path[lo:hi]
-    while lo < hi and is_tool_result(path[lo][0].role, path[lo][0].content):
+    while lo < hi and path[lo].is_tool_result():
         lo += 1
-    while lo < hi and hi < len(path) and is_tool_result(path[hi][0].role, path[hi][0].content):
+    while lo < hi and hi < len(path) and path[hi].is_tool_result():
         hi -= 1
     chosen = path[lo:hi]
     if len(chosen) < 2:
@@ -83,29 +79,22 @@ def _choose(
             f"session {session_id!r} has nothing to compact: {len(path)} messages in its history, "
             f"and the first {first} and the recent tail are protected"
         )
-    first_entry, last_entry = chosen[0], chosen[-1]
-    start = by_summary[first_entry[0].id].start_pk if first_entry[1] is None else first_entry[1][0]
-    end = by_summary[last_entry[0].id].end_pk if last_entry[1] is None else last_entry[1][0]
-    previous = next((by_summary[m.id] for m, row in reversed(chosen) if row is None), None)
+    start, end = chosen[0], chosen[-1]
+    start_pk = start.compaction.start_pk if start.compaction else start.row[0]  # type: ignore[index]
+    end_pk = end.compaction.end_pk if end.compaction else end.row[0]  # type: ignore[index]
+    previous = next((e.compaction for e in reversed(chosen) if e.compaction), None)
     depths = conn.execute(
         "SELECT (SELECT depth FROM messages WHERE pk = ?), "
         "(SELECT depth FROM messages WHERE pk = ?)",
-        (start, end),
+        (start_pk, end_pk),
     ).fetchone()
     return _Range(
         entries=chosen,
-        tail=[m for m, _ in path[hi:]],
-        start_pk=start,
-        end_pk=end,
+        tail=path[hi:],
+        start_pk=start_pk,
+        end_pk=end_pk,
         replaced=depths[1] - depths[0] + 1,
         previous=previous,
-    )
-
-
-def _tokens(message: Message) -> int:
-    content = message.content
-    return estimate_tokens(
-        content if isinstance(content, str) else validate.dump_json(content, "content")
     )
 
 
@@ -117,13 +106,13 @@ def plan(
     keep_last: int | None = None,
 ) -> CompactionPlan:
     chosen = _choose(conn, config, session_id, keep_first, keep_last)
-    messages = [m for m, _ in chosen.entries]
+    messages = [entry.message() for entry in chosen.entries]
     return CompactionPlan.model_construct(
         session_id=session_id,
         first_id=messages[0].id,
         last_id=messages[-1].id,
         message_count=chosen.replaced,
-        tokens=sum(_tokens(m) for m in messages),
+        tokens=sum(entry.tokens for entry in chosen.entries),
         previous_summary=chosen.previous.summary if chosen.previous else None,
         messages=messages,
     )
@@ -160,15 +149,15 @@ def compact(
         session_id=session_id,
         summary_id=f"compaction:{pk}",
         replaced=chosen.replaced,
-        first_id=chosen.entries[0][0].id,
-        last_id=chosen.entries[-1][0].id,
+        first_id=chosen.entries[0].id,
+        last_id=chosen.entries[-1].id,
         token_estimate=estimate,
         new_session_id=new_session_id,
     )
 
 
 def _split(
-    conn: sqlite3.Connection, config: Config, session_id: str, summary: str, tail: list[Message]
+    conn: sqlite3.Connection, config: Config, session_id: str, summary: str, tail: list[Entry]
 ) -> str:
     """End the session; start a child seeded with the summary and the protected tail."""
     title, metadata, head_id = session_row(
@@ -190,8 +179,7 @@ def _split(
     seed = [MessageIn(role="user", content=summary, metadata={"compaction_of": session_id})]
     seed += [
         MessageIn(id=m.id, role=m.role, content=m.content, name=m.name, metadata=m.metadata)
-        for m in tail
-        if m.summary_of is None
+        for m in (entry.message() for entry in tail if entry.compaction is None)
     ]
     append(conn, config, child, seed)
     conn.execute("UPDATE sessions SET status = 'ended' WHERE id = ?", (session_id,))

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import sqlite3
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from threadline.config import Config
 from threadline.storage import validate
@@ -29,17 +29,18 @@ OMITTED: Any = object()  # parent_id not given: attach to the head
 TOOL_RESULT_TYPES = frozenset({"tool_result", "tool-result", "function_call_output"})
 
 _CHAIN = """
-WITH RECURSIVE chain (n, pk, id, parent_pk, role, content, is_json, name, metadata, created_at) AS (
-    SELECT 0, pk, id, parent_pk, role, content, is_json, name, metadata, created_at
+WITH RECURSIVE chain (n, pk, id, parent_pk, role, content, is_json, name, metadata, created_at,
+                      tokens) AS (
+    SELECT 0, pk, id, parent_pk, role, content, is_json, name, metadata, created_at, tokens
     FROM messages WHERE pk = ?
     UNION ALL
     SELECT n + 1, m.pk, m.id, m.parent_pk, m.role, m.content, m.is_json, m.name, m.metadata,
-           m.created_at
+           m.created_at, m.tokens
     FROM chain JOIN messages m ON m.pk = chain.parent_pk
     WHERE n + 1 < ?
 )
 SELECT pk, id, parent_pk, (SELECT p.id FROM messages p WHERE p.pk = chain.parent_pk),
-       role, content, is_json, name, metadata, created_at
+       role, content, is_json, name, metadata, created_at, tokens
 FROM chain ORDER BY n
 """
 
@@ -134,20 +135,46 @@ def compactions(conn: sqlite3.Connection, session_id: str) -> list[Compaction]:
 # -- reading a path -------------------------------------------------------------------------
 
 
-def message_from_row(row: tuple[Any, ...], compacted: bool = False) -> Message:
-    _pk, mid, _parent_pk, parent_id, role, content, is_json, name, metadata, created_at = row
-    return Message.model_construct(
-        id=mid,
-        role=role,
-        content=json.loads(content) if is_json else content,
-        name=name,
-        metadata=json.loads(metadata) if metadata is not None else None,
-        parent_id=parent_id,
-        created_at=created_at,
-        compacted=compacted,
-        summary_of=None,
-        truncated=False,
-    )
+class Entry(NamedTuple):
+    """One step of a path as history reads it: a stored message (its row) or a summary."""
+
+    row: tuple[Any, ...] | None  # pk, id, parent_pk, parent id, role, content, is_json, ...
+    compaction: Compaction | None
+    compacted: bool = False  # inside an applied compaction (with include_compacted)
+
+    @property
+    def id(self) -> str:
+        return self.compaction.summary_id if self.compaction else str(self.row[1])  # type: ignore[index]
+
+    @property
+    def tokens(self) -> int:
+        if self.compaction is not None:
+            return estimate_tokens(self.compaction.summary)
+        return int(self.row[10])  # type: ignore[index]
+
+    def is_tool_result(self) -> bool:
+        if self.row is None:
+            return False
+        role, content, is_json = self.row[4:7]
+        return is_tool_result(role, json.loads(content) if is_json else content)
+
+    def message(self) -> Message:
+        if self.compaction is not None:
+            return self.compaction.message()
+        assert self.row is not None
+        _pk, mid, _parent, parent_id, role, content, is_json, name, metadata, created, _ = self.row
+        return Message.model_construct(
+            id=mid,
+            role=role,
+            content=json.loads(content) if is_json else content,
+            name=name,
+            metadata=json.loads(metadata) if metadata is not None else None,
+            parent_id=parent_id,
+            created_at=created,
+            compacted=self.compacted,
+            summary_of=None,
+            truncated=False,
+        )
 
 
 def walk(
@@ -157,15 +184,15 @@ def walk(
     *,
     want: int | None = None,
     include_compacted: bool = False,
-) -> list[tuple[Message, tuple[Any, ...] | None]]:
+) -> list[Entry]:
     """The path from ``start_pk`` up towards the root, newest first, compactions applied.
 
-    Each entry is a message and its row (None for a compaction summary). Walks only as far as
-    ``want`` entries, so the last page of a long session costs a page, not the session.
+    Walks only as far as ``want`` entries, so the last page of a long session costs a page,
+    not the session; builds no models (``Entry.message`` does, for what is returned).
     """
     # Oldest first, so that of two compactions ending on one message the newest wins.
     by_end = {comp.end_pk: comp for comp in reversed(comps)}
-    entries: list[tuple[Message, tuple[Any, ...] | None]] = []
+    entries: list[Entry] = []
     inside: int | None = None  # with include_compacted: the start of the range we are in
     pk = start_pk
     while pk is not None and (want is None or len(entries) < want):
@@ -175,12 +202,12 @@ def walk(
         for row in rows:
             c = by_end.get(row[0]) if inside is None else None
             if c is not None and not include_compacted:
-                entries.append((c.message(), None))
+                entries.append(Entry(None, c))
                 pk = c.start_parent_pk
                 break
             if c is not None:
                 inside = c.start_pk
-            entries.append((message_from_row(row, compacted=inside is not None), row))
+            entries.append(Entry(row, None, inside is not None))
             if inside == row[0]:
                 inside = None
             if want is not None and len(entries) >= want:
@@ -233,9 +260,10 @@ def history(
     has_more = limit is not None and len(entries) > limit
     if has_more:
         del entries[limit:]
+    messages = [entry.message() for entry in entries]  # newest first
     if truncate_tool_output is not None:
-        entries = _truncate_old_tool_output(entries, truncate_tool_output, before is not None)
-    messages = [m for m, _ in reversed(entries)]
+        messages = _truncate_old_tool_output(messages, truncate_tool_output, before is not None)
+    messages.reverse()
     leaf = None
     if leaf_pk is not None:
         leaf = conn.execute("SELECT id FROM messages WHERE pk = ?", (leaf_pk,)).fetchone()[0]
@@ -273,20 +301,18 @@ def is_tool_result(role: str, content: Any) -> bool:
     )
 
 
-def _truncate_old_tool_output(
-    entries: list[tuple[Message, tuple[Any, ...] | None]], keep: int, all_old: bool
-) -> list[tuple[Message, tuple[Any, ...] | None]]:
+def _truncate_old_tool_output(messages: list[Message], keep: int, all_old: bool) -> list[Message]:
     """Shorten tool output older than the latest user turn; the current turn stays whole."""
     out = []
     old = all_old
-    for message, row in entries:  # newest first
+    for message in messages:  # newest first
         if old and is_tool_result(message.role, message.content):
             content, cut = _shorten(message.content, keep, whole=message.role == "tool")
             if cut:
                 message = message.model_copy(update={"content": content, "truncated": True})
         if message.role == "user" and not is_tool_result(message.role, message.content):
             old = True
-        out.append((message, row))
+        out.append(message)
     return out
 
 
