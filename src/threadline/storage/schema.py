@@ -9,7 +9,9 @@ left exactly as it was.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import secrets
 import sqlite3
 import time
 from pathlib import Path
@@ -116,8 +118,13 @@ LATEST = len(MIGRATIONS)
 
 
 def open_writer(path: Path, config: Config) -> sqlite3.Connection:
-    """Check the file, migrate it if needed, and return the writer connection."""
-    _check_file(path, config.busy_timeout)
+    """Check the file (creating a new store if there is none), migrate it if needed, and
+    return the writer connection."""
+    if not path.parent.is_dir():
+        raise StoreUnusable(f"{path.parent} is not a directory")
+    if not os.path.lexists(path):
+        _create(path, config)
+    _check_file(path)
     try:
         conn = connect(path, config)
     except sqlite3.Error as exc:
@@ -135,31 +142,43 @@ def open_writer(path: Path, config: Config) -> sqlite3.Connection:
     return conn
 
 
-def _check_file(path: Path, patience: float) -> None:
-    """Create a new file (0600), or make sure an existing one looks like a database."""
-    if not path.parent.is_dir():
-        raise StoreUnusable(f"{path.parent} is not a directory")
+def _create(path: Path, config: Config) -> None:
+    """Build a new store under a temporary name, then publish it with a hard link.
+
+    The link is atomic and never replaces a file, so a store appears fully initialised or not
+    at all, even if the process dies half-way; when another process publishes first, its
+    store is used. A leftover temporary file is only garbage (``.NAME.*.new``).
+    """
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.new")
+    os.close(os.open(temporary, os.O_CREAT | os.O_EXCL | os.O_WRONLY | os.O_NOFOLLOW, 0o600))
     try:
-        os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY | os.O_NOFOLLOW, 0o600))
-        return
-    except FileExistsError:
-        pass
+        conn = connect(temporary, config)
+        try:
+            _enable_wal(conn, config.busy_timeout)
+            _migrate(conn, temporary)
+        finally:
+            conn.close()  # the last connection: its WAL is checkpointed into the file
+        with contextlib.suppress(FileExistsError):
+            os.link(temporary, path)
+    except sqlite3.Error as exc:
+        raise StoreUnusable(f"{path}: cannot create a store: {translate(exc)}") from exc
+    finally:
+        for leftover in (temporary, *(Path(f"{temporary}{s}") for s in ("-wal", "-shm"))):
+            with contextlib.suppress(FileNotFoundError):
+                leftover.unlink()
+
+
+def _check_file(path: Path) -> None:
+    """Make sure an existing file looks like a database (new stores are never empty)."""
     if path.is_symlink() or not path.is_file():
         raise StoreUnusable(f"{path} is not a regular file")
-    # Another process may have just created it and be writing its first page.
-    deadline = time.monotonic() + min(patience, 2.0)
-    while path.stat().st_size == 0 and time.monotonic() < deadline:
-        time.sleep(0.01)
-    if path.stat().st_size == 0:
-        wal = path.with_name(path.name + "-wal")
-        if not (wal.exists() and wal.stat().st_size > 0):
-            raise StoreUnusable(
-                f"{path} is empty; a threadline store is never empty, so it was left untouched. "
-                "Remove it to start a new store."
-            )
-        return
     with path.open("rb") as f:
         header = f.read(len(SQLITE_HEADER))
+    if not header:
+        raise StoreUnusable(
+            f"{path} is empty; a threadline store is never empty, so it was left untouched. "
+            "Remove it to start a new store."
+        )
     if header != SQLITE_HEADER:
         raise StoreUnusable(f"{path} is not a SQLite database; it was left untouched")
 
