@@ -243,6 +243,11 @@ async def _demo(data_dir: Path) -> None:
         print(f"store: {store.path}")
 
 
+def _first(group: BaseExceptionGroup[BaseException]) -> BaseException:
+    leaf = group.exceptions[0]
+    return _first(leaf) if isinstance(leaf, BaseExceptionGroup) else leaf
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(
@@ -265,6 +270,12 @@ def main(argv: list[str] | None = None) -> int:
     except (ThreadlineError, ConfigError, UsageError) as exc:
         print(f"threadline: {exc}", file=sys.stderr)
         return 2 if isinstance(exc, UsageError) else 1
+    except BaseExceptionGroup as group:  # raised inside the SDK's task groups (e.g. lifespan)
+        ours = group.subgroup(lambda e: isinstance(e, ThreadlineError | ConfigError))
+        if ours is None:
+            raise
+        print(f"threadline: {_first(ours)}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         return 130
     return 0

@@ -45,7 +45,7 @@ _MESSAGES = {
     "SQLITE_FULL": "storage is full (disk or file size limit); nothing was written",
     "SQLITE_IOERR": "disk I/O error (is the disk full or failing?); nothing was written",
     "SQLITE_READONLY": "the database is read-only here; nothing was written",
-    "SQLITE_CORRUPT": "the database file is damaged; run `threadline doctor`",
+    "SQLITE_CORRUPT": "the database file is damaged; restore it from a backup",
     "SQLITE_NOTADB": "the file is not a SQLite database",
     "SQLITE_CANTOPEN": "the database file cannot be opened (missing directory or permissions)",
     "SQLITE_NOMEM": "the database ran out of memory",
@@ -136,6 +136,7 @@ class Database:
         self._read_limiter = anyio.CapacityLimiter(config.readers)
         self._closed = False
         self._stopping = False
+        self._damaged: str | None = None  # set by the writer thread
         self._thread = threading.Thread(
             target=self._serve_writes, name=f"threadline-writer {path.name}", daemon=True
         )
@@ -156,6 +157,7 @@ class Database:
 
     def _serve_writes(self) -> None:
         """The writer thread: commit queued writes in groups; index when there is time."""
+        self._damaged = self._check_integrity()
         while True:
             with self._cond:
                 if not self._queue and not self._stopping:
@@ -170,7 +172,7 @@ class Database:
                 continue
             if stopping:
                 return
-            if self._backlog:  # writes paused: catch up, a chunk at a time
+            if self._backlog and self._damaged is None:  # writes paused: catch up, in chunks
                 self._backlog = self._maintain_alone()
 
     def _post(self, batch: list[_Pending]) -> None:
@@ -181,8 +183,26 @@ class Database:
             with contextlib.suppress(RuntimeError):  # the loop is gone; nobody is waiting
                 loop.call_soon_threadsafe(_resolve, jobs)
 
+    def _check_integrity(self) -> str | None:
+        """Before the first write: a damaged file takes no writes (reads still work)."""
+        try:
+            rows = self._writer.execute("PRAGMA quick_check(1)").fetchall()
+        except sqlite3.DatabaseError as exc:
+            rows = [(str(exc),)]
+        if rows == [("ok",)]:
+            return None
+        log.error("%s fails its integrity check: %s", self.path, rows[0][0])
+        return (
+            "the database file is damaged, so it takes no more writes (what still reads is "
+            "served); restore it from a backup"
+        )
+
     def _commit(self, batch: list[_Pending]) -> None:
         """One transaction for the whole batch; if it fails as a whole, each job alone."""
+        if self._damaged is not None:
+            for job in batch:
+                job.error = StoreError(self._damaged)
+            return
         try:
             self._run(batch)
         except Exception as exc:
@@ -192,6 +212,8 @@ class Database:
                     self._commit([job])
             else:
                 batch[0].error = translate(exc) if isinstance(exc, sqlite3.Error) else exc
+                if getattr(exc, "sqlite_errorname", "").startswith("SQLITE_CORRUPT"):
+                    self._damaged = self._check_integrity()
         except BaseException as exc:  # the writer thread itself is going down
             for job in batch:
                 job.error = StoreError(f"the write was not committed ({type(exc).__name__})")

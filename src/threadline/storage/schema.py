@@ -172,8 +172,13 @@ def _check_file(path: Path) -> None:
     """Make sure an existing file looks like a database (new stores are never empty)."""
     if path.is_symlink() or not path.is_file():
         raise StoreUnusable(f"{path} is not a regular file")
-    with path.open("rb") as f:
-        header = f.read(len(SQLITE_HEADER))
+    try:
+        with path.open("rb") as f:
+            header = f.read(len(SQLITE_HEADER))
+    except OSError as exc:
+        raise StoreUnusable(
+            f"{path}: the database file cannot be opened ({exc.strerror or exc})"
+        ) from None
     if not header:
         raise StoreUnusable(
             f"{path} is empty; a threadline store is never empty, so it was left untouched. "
