@@ -1,9 +1,14 @@
-"""``python -m bench [--quick] [--json FILE] [--only N ...]``: run the suite, print the table."""
+"""``python -m bench [--quick | --size S] [--json FILE] [--plot FILE] [--only N ...]``.
+
+Runs the suite, prints the table. Peer libraries and matplotlib come from the ``bench``
+extra (``pip install -e '.[bench]'``); without them, their rows and the chart are skipped.
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import platform
 import sqlite3
@@ -16,19 +21,49 @@ from typing import Any
 
 import anyio
 
+from bench import peers
 from bench.http import end_to_end
-from bench.stats import table
+from bench.plot import MISSING, plot
+from bench.stats import Row, table
 from bench.text import WordSalad
-from bench.workloads import FULL, QUICK, Results, Sizes, concurrent_appends, large_store
+from bench.workloads import SIZES, Results, Sizes, concurrent_appends, large_store
 from bench.workloads import sequential_appends as sequential
 
 Workload = Callable[[Sizes, WordSalad, Results], Awaitable[None]]
 WORKLOADS: dict[str, tuple[str, Workload]] = {
-    "appends": ("1. concurrent appends", concurrent_appends),
+    "appends": ("1. concurrent appends (raw sqlite3, Agents SDK sessions)", concurrent_appends),
     "sequential": ("2. sequential appends", sequential),
-    "store": ("3-5. history, search, fork, compaction on a large store", large_store),
-    "http": ("6. end to end: streamable HTTP and in-memory, against a no-op tool", end_to_end),
+    "store": (
+        "3-5, 7. build, history, search, server memory, fork, compaction on a large store",
+        large_store,
+    ),
+    "http": ("6. end to end: streamable HTTP, stdio, in memory, against a no-op tool", end_to_end),
 }
+
+
+def _version(name: str) -> str | None:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(name)
+    except PackageNotFoundError:
+        return None
+
+
+def _finite(value: Any) -> Any:
+    """``value`` with NaN and infinities (a figure that could not be measured) as None."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(v) for v in value]
+    return value
+
+
+def _number(row: Row) -> int:
+    head = row.workload.split(".", 1)[0]
+    return int(head) if head.isdigit() else 99
 
 
 def environment() -> dict[str, Any]:
@@ -41,6 +76,10 @@ def environment() -> dict[str, Any]:
         "cpus": os.cpu_count(),
         "platform": platform.platform(),
         "machine": platform.machine(),
+        "packages": {
+            name: _version(name)
+            for name in ("threadline", "mcp", "openai-agents", "matplotlib", "uvicorn", "httpx2")
+        },
     }
 
 
@@ -49,8 +88,18 @@ def parse(argv: Sequence[str] | None) -> argparse.Namespace:
         prog="python -m bench",
         description="threadline benchmarks: figures and ratios against baselines run now.",
     )
-    parser.add_argument("--quick", action="store_true", help="small sizes (a smoke test)")
+    parser.add_argument(
+        "--size",
+        choices=sorted(SIZES),
+        default="full",
+        help="quick: tiny (a smoke test, ~30 s); full (default): a 200,000-message store; "
+        "large: a 1,000,000-message store (building it takes minutes)",
+    )
+    parser.add_argument("--quick", action="store_true", help="the same as --size quick")
     parser.add_argument("--json", type=Path, metavar="FILE", help="also write the figures here")
+    parser.add_argument(
+        "--plot", type=Path, metavar="FILE", help="also draw the ratios as a PNG chart here"
+    )
     parser.add_argument(
         "--only",
         nargs="+",
@@ -81,17 +130,20 @@ async def run(sizes: Sizes, seed: int, only: Sequence[str] | None) -> tuple[Resu
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse(argv)
-    sizes = QUICK if args.quick else FULL
+    sizes = SIZES["quick" if args.quick else args.size]
     env = environment()
     print(
         f"threadline bench ({sizes.name}) {env['date']}: Python {env['python']}, "
         f"SQLite {env['sqlite']}, {env['cpus']} CPUs, {env['platform']}"
     )
     results, seconds = anyio.run(run, sizes, args.seed, args.only)
+    results.rows.sort(key=_number)  # workload 7 runs inside 3-5; the table follows the numbers
     print()
     print(table(results.rows))
     print()
     print(f"ratio = threadline / baseline; total {seconds:.1f} s")
+    if any(r.note == peers.INSTALL_HINT for r in results.rows):
+        print(f"peers (openai-agents): {peers.INSTALL_HINT}")
     if args.json is not None:
         document = {
             "environment": env,
@@ -99,11 +151,22 @@ def main(argv: Sequence[str] | None = None) -> int:
             "sizes": vars(sizes),
             "seed": args.seed,
             "seconds": seconds,
+            "ratio": "threadline / baseline (for rates and times alike; see better)",
             "rows": [row.as_dict() for row in results.rows],
             "details": results.details,
         }
-        args.json.write_text(json.dumps(document, indent=2, allow_nan=False) + "\n")
+        text = json.dumps(_finite(document), indent=2, allow_nan=False)
+        args.json.write_text(text + "\n")
         print(f"wrote {args.json}")
+    if args.plot is not None:
+        title = (
+            f"threadline bench ({sizes.name}), {env['date']}: Python {env['python']}, "
+            f"SQLite {env['sqlite']}, {env['cpus']} CPUs"
+        )
+        if plot(results.rows, args.plot, title):
+            print(f"wrote {args.plot}")
+        else:
+            print(MISSING)
     return 0
 
 

@@ -5,7 +5,9 @@ built by threadline's own ``build_http_app`` (static bearer-token auth, one user
 extra tool, ``noop``, that returns ``"ok"``: the floor of the transport, the SDK and the
 server, measured on the same server, in the same run, by the same clients. In memory, the
 SDK's ``Client(server)`` calls the same kind of server (the local, single-store runtime that
-stdio uses) without any transport.
+stdio uses) without any transport. Over stdio, ``Client(StdioServerParameters(...))`` spawns
+that server (``threadline serve`` plus ``noop``, ``python -m bench.stdio_server``) as a
+subprocess and talks to it over its stdin and stdout, as a desktop host does: one client.
 
 Each client owns one session, seeded with 50 messages. The three tools take turns in rounds
 (the order rotates), every client calling concurrently: ``noop``, ``append_messages`` with
@@ -39,7 +41,9 @@ from mcp.client.streamable_http import streamable_http_client
 from mcp.server import MCPServer
 
 import threadline.server.http as threadline_http
+from bench.noop import add_noop
 from bench.stats import Latencies, Row
+from bench.stdio import ToolFailed, call, serve_params, serving
 from bench.text import WordSalad
 from bench.workloads import Results, Sizes, clock, scratch
 from threadline.config import Config
@@ -50,17 +54,6 @@ SEED_MESSAGES = 50
 HISTORY_LIMIT = 50
 TOOLS = ("noop", "append_messages", "get_history")
 NOOP_LABEL = "noop tool, same server and transport"
-
-
-def add_noop(mcp: MCPServer[Any]) -> MCPServer[Any]:
-    """The baseline: a tool that does nothing, registered next to threadline's own."""
-
-    @mcp.tool()
-    async def noop() -> str:
-        """Does nothing (benchmark baseline)."""
-        return "ok"
-
-    return mcp
 
 
 @contextmanager
@@ -179,6 +172,20 @@ async def memory_target(directory: Path) -> AsyncIterator[Connect]:
         yield connect
 
 
+@asynccontextmanager
+async def stdio_target(directory: Path) -> AsyncIterator[Connect]:
+    """``threadline serve`` over stdio in a subprocess (plus noop), one per client: a host
+    spawns its own server. Run as ``python -m bench.stdio_server``, which builds the same
+    server ``threadline serve`` does and adds ``noop``."""
+
+    @asynccontextmanager
+    async def connect() -> AsyncIterator[Client]:
+        async with serving(serve_params(directory / "data", noop=True)) as served:
+            yield served.client
+
+    yield connect
+
+
 # -- measuring ------------------------------------------------------------------------------
 
 
@@ -196,10 +203,6 @@ class Figures:
     @property
     def rate(self) -> float:
         return self.calls / self.seconds if self.seconds else float("nan")
-
-
-class ToolFailed(RuntimeError):
-    pass
 
 
 class ValidationTimer:
@@ -221,14 +224,6 @@ class ValidationTimer:
                     self.sinks[name].add(clock() - t0)
 
         session.validate_tool_result = timed  # type: ignore[method-assign]
-
-
-async def _call(client: Client, name: str, arguments: dict[str, Any]) -> dict[str, Any]:
-    result = await client.call_tool(name, arguments)
-    if result.is_error:
-        words = " ".join(getattr(block, "text", "") for block in result.content)
-        raise ToolFailed(f"{name}: {words}")
-    return result.structured_content or {}
 
 
 async def _measure(
@@ -256,14 +251,14 @@ async def _measure(
         for _ in range(each):
             arguments = request(tool, i)
             t0 = clock()
-            out = await _call(client, tool, arguments)
+            out = await call(client, tool, arguments)
             latencies.add(clock() - t0)
             if tool == "get_history" and len(out["messages"]) != HISTORY_LIMIT:
                 raise ToolFailed(f"get_history returned {len(out['messages'])} messages")
 
     for i in range(k):  # warm up: connections, caches, each tool's first call
         for tool in TOOLS:
-            await _call(clients[i], tool, request(tool, i))
+            await call(clients[i], tool, request(tool, i))
     timer.sinks = {tool: fig.validation for tool, fig in figures.items()}
     try:
         for r in range(sizes.e2e_rounds):
@@ -286,11 +281,12 @@ async def _run_target(
     sizes: Sizes,
     salad: WordSalad,
     seed: int,
+    levels: Sequence[int],
 ) -> dict[int, dict[str, Figures]]:
     """Open the largest number of clients once; each concurrency level uses the first k."""
     out: dict[int, dict[str, Figures]] = {}
-    most = max(sizes.e2e_clients)
-    per_client = sizes.e2e_calls * len(sizes.e2e_clients) + 16  # appends each client may make
+    most = max(levels)
+    per_client = sizes.e2e_calls * len(levels) + 16  # appends each client may make
     with scratch() as directory:
         async with target(directory) as connect, AsyncExitStack() as stack:
             clients = [await stack.enter_async_context(connect()) for _ in range(most)]
@@ -300,34 +296,39 @@ async def _run_target(
             sessions: list[str] = []
             texts: list[Iterator[str]] = []
             for i, client in enumerate(clients):
-                info = await _call(client, "create_session", {"title": f"bench {i}"})
+                info = await call(client, "create_session", {"title": f"bench {i}"})
                 sessions.append(info["session_id"])
                 seeded = [
                     {"role": "user" if j % 2 == 0 else "assistant", "content": text}
                     for j, text in enumerate(salad.messages(SEED_MESSAGES, seed=seed + i))
                 ]
-                await _call(
+                await call(
                     client, "append_messages", {"session_id": sessions[i], "messages": seeded}
                 )
                 texts.append(iter(salad.messages(per_client, seed=seed + 1000 + i)))
-            for k in sizes.e2e_clients:
+            for k in levels:
                 out[k] = await _measure(clients[:k], sessions[:k], texts[:k], sizes, timer)
     return out
 
 
-TARGETS: dict[str, tuple[str, Callable[[Path], AbstractAsyncContextManager[Connect]]]] = {
-    "http": ("streamable HTTP, bearer token", http_target),
-    "memory": ("in-memory Client(server)", memory_target),
+Target = Callable[[Path], AbstractAsyncContextManager[Connect]]
+# key: (label, target, whether several clients share one server)
+TARGETS: dict[str, tuple[str, Target, bool]] = {
+    "http": ("streamable HTTP, bearer token", http_target, True),
+    "memory": ("in-memory Client(server)", memory_target, True),
+    # A stdio server has one client (the host that spawned it): 1 client only.
+    "stdio": ("stdio subprocess", stdio_target, False),
 }
 
 
 async def end_to_end(sizes: Sizes, salad: WordSalad, results: Results) -> None:
-    """Workload 6: append_messages and get_history vs noop, over HTTP and in memory."""
+    """Workload 6: append_messages and get_history vs noop, over HTTP, stdio and in memory."""
     quiet_logging()
     details: dict[str, Any] = {}
     results.details["end_to_end"] = details
-    for n, (key, (label, target)) in enumerate(TARGETS.items()):
-        figures = await _run_target(target, sizes, salad, seed=6000 + 100 * n)
+    for n, (key, (label, target, shared)) in enumerate(TARGETS.items()):
+        levels = sizes.e2e_clients if shared else (1,)
+        figures = await _run_target(target, sizes, salad, seed=6000 + 100 * n, levels=levels)
         details[key] = {
             str(k): {
                 tool: {

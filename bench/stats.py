@@ -78,6 +78,7 @@ class Run:
     seconds: float
     count: int
     latencies: Latencies
+    file_bytes: int = 0  # the database's size afterwards (with -wal), where measured
 
     @property
     def rate(self) -> float:
@@ -95,6 +96,7 @@ class Row:
     better: Better
     baseline: str = ""
     baseline_value: float | None = None
+    note: str = ""  # why the baseline has no value (e.g. a peer library is not installed)
 
     @property
     def ratio(self) -> float | None:
@@ -148,7 +150,7 @@ def table(rows: Sequence[Row]) -> str:
                 r.figure,
                 fmt(r.value, r.unit),
                 r.baseline or "-",
-                fmt(r.baseline_value, r.unit) if r.baseline else "-",
+                r.note or (fmt(r.baseline_value, r.unit) if r.baseline else "-"),
                 ratio_text,
                 r.better,
             ]

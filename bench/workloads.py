@@ -13,7 +13,7 @@ import random
 import sqlite3
 import tempfile
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,7 +21,7 @@ from typing import Any
 
 import anyio
 
-from bench import baseline
+from bench import baseline, peers
 from bench.stats import Latencies, Row, Run, median, percentile
 from bench.text import WordSalad
 from threadline import Store
@@ -33,7 +33,7 @@ clock = time.perf_counter
 
 @dataclass(frozen=True)
 class Sizes:
-    """How big each workload is; ``QUICK`` and ``FULL`` are the two presets."""
+    """How big each workload is; ``QUICK``, ``FULL`` (the default) and ``LARGE`` are presets."""
 
     name: str
     sessions: int = 20  # 1. concurrent appends: sessions x per_session
@@ -53,6 +53,7 @@ class Sizes:
     e2e_calls: int = 800  # 6. end to end: calls of each tool per client count and transport
     e2e_rounds: int = 4  # the tools take turns this many times (noise hits all alike)
     e2e_clients: tuple[int, ...] = (1, 8)  # concurrent clients, each with its own session
+    server_calls: int = 300  # 7. get_history and session_search calls before reading the RSS
 
 
 QUICK = Sizes(
@@ -62,13 +63,18 @@ QUICK = Sizes(
     sequential=300,
     sequential_trials=3,
     large=2000,
-    total=20_000,
+    total=10_000,
     fork_runs=3,
     compact_runs=3,
     e2e_calls=48,
     e2e_rounds=2,
+    history_calls=100,
+    server_calls=60,
 )
 FULL = Sizes(name="full")
+# Issue 5's sizes for history, search, the build rate and memory: 1,000,000 messages.
+LARGE = Sizes(name="large", total=1_000_000)
+SIZES = {s.name: s for s in (QUICK, FULL, LARGE)}
 
 
 @dataclass
@@ -161,13 +167,17 @@ async def _threadline_appends(
     return Run(seconds=seconds, count=sum(len(t) for t in texts), latencies=latencies)
 
 
+Contender = Callable[[Path], Awaitable[Run]]
+
+
 async def _append_trials(
     sids: Sequence[str],
     texts: Sequence[Sequence[str]],
     trials: int,
-    raw: dict[str, Callable[[Path], Run]],
+    others: dict[str, Contender],
 ) -> tuple[dict[str, list[Run]], list[int]]:
-    names = ["threadline", *raw]
+    """``trials`` rounds of threadline and ``others``, each on an empty file, order rotating."""
+    names = ["threadline", *others]
     runs: dict[str, list[Run]] = {name: [] for name in names}
     commits: list[int] = []
     for trial in range(trials):
@@ -177,9 +187,17 @@ async def _append_trials(
                 if name == "threadline":
                     run = await _threadline_appends(path, sids, texts, commits)
                 else:
-                    run = raw[name](path)
+                    run = await others[name](path)
+                run.file_bytes = _file_size(path)
             runs[name].append(run)
     return runs, commits
+
+
+def _raw(loop: Callable[[Path], Run]) -> Contender:
+    async def contender(path: Path) -> Run:
+        return loop(path)
+
+    return contender
 
 
 def _summarise(runs: dict[str, list[Run]]) -> dict[str, Any]:
@@ -192,28 +210,50 @@ def _summarise(runs: dict[str, list[Run]]) -> dict[str, Any]:
             "rates_per_s": [run.rate for run in trials],
             "median_rate_per_s": median([run.rate for run in trials]),
             "latency": pooled.summary_ms(),
+            "file_bytes_per_message": median([run.file_bytes / run.count for run in trials]),
         }
     return out
 
 
 async def concurrent_appends(sizes: Sizes, salad: WordSalad, results: Results) -> None:
-    """Workload 1: ``sessions`` x ``per_session`` appends, one call per message, all at once."""
+    """Workload 1: ``sessions`` x ``per_session`` appends, one call per message, all at once.
+
+    Against raw sqlite3 loops (the floors) and, when ``openai-agents`` is installed, the
+    Agents SDK's ``SQLiteSession`` and ``AdvancedSQLiteSession`` (the peers), same texts.
+    """
     n, per = sizes.sessions, sizes.per_session
     sids = [f"conc-{s:03d}" for s in range(n)]
     texts = [list(salad.messages(per, seed=1000 + s)) for s in range(n)]
     rows = baseline.raw_messages(sids, texts, seed=1)
-    raw: dict[str, Callable[[Path], Run]] = {
-        "raw_commit_trigram": lambda p: baseline.append_loop(p, rows, index=True),
-        "raw_commit_noindex": lambda p: baseline.append_loop(p, rows, index=False),
-        "raw_batch100_trigram": lambda p: baseline.append_loop(p, rows, index=True, batch=100),
+    others: dict[str, Contender] = {
+        "raw_commit_trigram": _raw(lambda p: baseline.append_loop(p, rows, index=True)),
+        "raw_commit_noindex": _raw(lambda p: baseline.append_loop(p, rows, index=False)),
+        "raw_batch100_trigram": _raw(
+            lambda p: baseline.append_loop(p, rows, index=True, batch=100)
+        ),
     }
-    runs, commits = await _append_trials(sids, texts, sizes.append_trials, raw)
+    available: dict[str, peers.Peer] = {}
+    for peer in peers.PEERS:
+        cls = peers.load(peer)
+        if cls is None:
+            continue
+        available[peer.key] = peer
+
+        def contender(path: Path, peer: peers.Peer = peer, cls: type[Any] = cls) -> Any:
+            return peers.appends(peer, cls, path, sids, texts)
+
+        others[peer.key] = contender
+    runs, commits = await _append_trials(sids, texts, sizes.append_trials, others)
     summary = _summarise(runs)
     summary["threadline"]["writes_per_commit"] = {
         "commits": len(commits),
         "mean": sum(commits) / len(commits) if commits else None,
         "p50": percentile(commits, 50),
         "max": max(commits, default=0),
+    }
+    summary["peers"] = {
+        "openai_agents_version": peers.version(),
+        "skipped": [peer.key for peer in peers.PEERS if peer.key not in available],
     }
     results.details["concurrent_appends"] = summary
 
@@ -233,6 +273,29 @@ async def concurrent_appends(sizes: Sizes, salad: WordSalad, results: Results) -
     mean = tl["writes_per_commit"]["mean"]
     if mean is not None:
         results.add(Row(work, "appends per group commit (mean)", mean, "", "higher"))
+    for peer in peers.PEERS:
+        label = f"{peer.label}, same workload"
+        figures = (
+            ("appends/s", rate, "/s", "higher", "median_rate_per_s", None),
+            ("latency per call p50", tl["latency"]["p50_ms"], "ms", "lower", "latency", "p50_ms"),
+            ("latency per call p99", tl["latency"]["p99_ms"], "ms", "lower", "latency", "p99_ms"),
+            (
+                "file bytes per message",
+                tl["file_bytes_per_message"],
+                "bytes",
+                "lower",
+                "file_bytes_per_message",
+                None,
+            ),
+        )
+        for figure, value, unit, better, key, sub in figures:
+            if peer.key not in available:
+                row = Row(work, figure, value, unit, better, label, note=peers.INSTALL_HINT)
+            else:
+                theirs = summary[peer.key][key]
+                theirs = theirs[sub] if sub else theirs
+                row = Row(work, figure, value, unit, better, label, theirs)
+            results.add(row)
 
 
 async def _threadline_sequential(path: Path, texts: Sequence[str], commits: list[int]) -> Run:
@@ -473,7 +536,7 @@ async def _history_trials(
     return tl, bases
 
 
-def _queries(raw: sqlite3.Connection, salad: WordSalad, count: int) -> list[str]:
+def queries_for(raw: sqlite3.Connection, salad: WordSalad, count: int) -> list[str]:
     """Half drawn uniformly from the vocabulary, half from the words of a stored message.
 
     Uniform draws are mostly rare words and, with two or three of them, mostly find nothing;
@@ -509,7 +572,7 @@ async def search(big: BigStore, sizes: Sizes, salad: WordSalad, results: Results
     async with Store.open(big.path) as store:
         raw = baseline.read_only(big.path)
         try:
-            queries = _queries(raw, salad, sizes.queries)
+            queries = queries_for(raw, salad, sizes.queries)
             for q in queries[:5]:
                 await store.session_search(q, limit=10)
             for q in queries:
@@ -601,9 +664,28 @@ async def fork_and_compact(big: BigStore, sizes: Sizes, results: Results) -> Non
 
 
 async def large_store(sizes: Sizes, salad: WordSalad, results: Results) -> None:
-    """Workloads 3-5 on one store built for them, in a temporary directory."""
+    """Workloads 3-5 and 7 on one store built for them, in a temporary directory.
+
+    The store is ``local.db`` in a data directory, the file ``threadline serve --data-dir``
+    serves, so workload 7 serves it as it is. Memory comes before fork and compaction, which
+    add to the store.
+    """
+    from bench.memory import server_memory  # (bench.memory builds on this module)
+
+    phases: dict[str, float] = {}
+    results.details["store_phase_seconds"] = phases  # wall time, text generation included
     with scratch() as directory:
-        big = await build_store(directory / "big.db", sizes, salad, results)
-        await history(big, sizes, results)
-        await search(big, sizes, salad, results)
-        await fork_and_compact(big, sizes, results)
+        data = directory / "data"
+        data.mkdir(mode=0o700)
+        t0 = clock()
+        big = await build_store(data / "local.db", sizes, salad, results)
+        phases["build"] = clock() - t0
+        for name, phase in (
+            ("history", lambda: history(big, sizes, results)),
+            ("search", lambda: search(big, sizes, salad, results)),
+            ("server_memory", lambda: server_memory(big, sizes, salad, results)),
+            ("fork_and_compact", lambda: fork_and_compact(big, sizes, results)),
+        ):
+            t0 = clock()
+            await phase()
+            phases[name] = clock() - t0

@@ -1,0 +1,126 @@
+"""Peer libraries on the concurrent-appends workload: the OpenAI Agents SDK's SQLite sessions.
+
+``openai-agents`` is in the ``bench`` extra, not a dependency: when it is missing, the peers
+are skipped (their rows say how to install it) and the rest of the suite runs.
+
+Each session of the workload is its own ``SQLiteSession(session_id, db_path)`` on one shared
+file, as an application keeping many conversations in one database would hold them; every
+message is one ``add_items([item])`` call, all sessions at once, the item being the SDK's
+input-item shape ``{"role": ..., "content": text}``. The sessions are constructed (schema
+created) before the clock starts, as threadline's sessions are created before its clock
+starts; closing them is timed, as threadline's close is. The SDK is used as shipped: its
+connections use WAL and SQLite's default ``synchronous`` (FULL), each operation runs in a
+worker thread through ``asyncio.to_thread``, and all sessions on one file share one
+process-wide lock.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sqlite3
+import time
+from collections.abc import Callable, Sequence
+from contextlib import closing
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import anyio
+
+from bench.stats import Latencies, Run
+
+INSTALL_HINT = "skipped (pip install -e '.[bench]')"
+
+
+@dataclass(frozen=True)
+class Peer:
+    """One peer: how to name it, where it lives, and how to open a session of it."""
+
+    key: str
+    label: str
+    module: str
+    attribute: str
+    open: Callable[[type[Any], str, Path], Any]
+
+
+def _plain(cls: type[Any], sid: str, path: Path) -> Any:
+    return cls(sid, path)
+
+
+def _advanced(cls: type[Any], sid: str, path: Path) -> Any:
+    # Keyword-only; create_tables=True creates (and claims) its structure tables in the file.
+    return cls(session_id=sid, db_path=path, create_tables=True)
+
+
+PEERS: tuple[Peer, ...] = (
+    Peer(
+        "sdk_sqlite_session",
+        "openai-agents SQLiteSession",
+        "agents.memory.sqlite_session",
+        "SQLiteSession",
+        _plain,
+    ),
+    Peer(
+        "sdk_advanced_sqlite_session",
+        "openai-agents AdvancedSQLiteSession",
+        "agents.extensions.memory.advanced_sqlite_session",
+        "AdvancedSQLiteSession",
+        _advanced,
+    ),
+)
+
+
+def load(peer: Peer) -> type[Any] | None:
+    """The peer's session class, or None when ``openai-agents`` is not installed."""
+    try:
+        module = importlib.import_module(peer.module)
+    except ImportError:
+        return None
+    cls = getattr(module, peer.attribute, None)
+    return cls if isinstance(cls, type) else None
+
+
+def version() -> str | None:
+    try:
+        from importlib.metadata import version as installed
+
+        return installed("openai-agents")
+    except Exception:
+        return None
+
+
+async def appends(
+    peer: Peer, cls: type[Any], path: Path, sids: Sequence[str], texts: Sequence[Sequence[str]]
+) -> Run:
+    """The concurrent-appends workload on ``peer``: one session object per session, one file.
+
+    Must run on asyncio (the SDK awaits ``asyncio.to_thread``); ``anyio.run`` defaults to it.
+    """
+    perf = time.perf_counter
+    latencies = Latencies()
+    sessions = [peer.open(cls, sid, path) for sid in sids]
+
+    async def session(store: Any, session_texts: Sequence[str]) -> None:
+        for i, text in enumerate(session_texts):
+            item = {"role": "user" if i % 2 == 0 else "assistant", "content": text}
+            t0 = perf()
+            await store.add_items([item])
+            latencies.add(perf() - t0)
+
+    try:
+        start = perf()
+        async with anyio.create_task_group() as tg:
+            for store, session_texts in zip(sessions, texts, strict=True):
+                tg.start_soon(session, store, session_texts)
+        for store in sessions:
+            store.close()
+        seconds = perf() - start
+    finally:
+        for store in sessions:
+            store.close()
+    count = sum(len(t) for t in texts)
+    # Every message is there, or the figure means nothing.
+    with closing(sqlite3.connect(path)) as conn:
+        (stored,) = conn.execute("SELECT count(*) FROM agent_messages").fetchone()
+    assert stored == count, (peer.key, stored, count)
+    return Run(seconds=seconds, count=count, latencies=latencies)
