@@ -78,6 +78,9 @@ def connect(path: Path, config: Config, *, readonly: bool = False) -> sqlite3.Co
     try:
         conn.execute("PRAGMA foreign_keys = ON")
         conn.execute(f"PRAGMA synchronous = {config.synchronous}")
+        # After a checkpoint, a WAL file that grew (a big import, a reader holding a snapshot)
+        # is cut back to this size instead of keeping its peak on disk.
+        conn.execute("PRAGMA journal_size_limit = 67108864")
         if readonly:
             conn.execute("PRAGMA query_only = ON")
         conn.create_function("tl_contains", 2, _contains, deterministic=True)
