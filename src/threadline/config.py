@@ -125,7 +125,7 @@ class Config(_Frozen):
         "many messages wait.",
     )
     index_chunk: int = Field(
-        default=128, ge=1, description="Messages indexed in one go (bounds the pause it causes)."
+        default=64, ge=1, description="Messages indexed in one go (bounds the pause it causes)."
     )
     index_delay: float = Field(
         default=0.05, gt=0, le=60, description="Search indexing runs when writes pause this long."
