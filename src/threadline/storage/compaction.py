@@ -64,7 +64,7 @@ def _choose(
     budget = rules.keep_last_tokens if keep_last is None else 0
     tail_len, tail_tokens = 0, 0
     for entry in reversed(path[first:]):
-        if tail_len >= last and tail_tokens + entry.tokens > budget:
+        if tail_len >= last and (budget == 0 or tail_tokens + entry.tokens > budget):
             break
         tail_len += 1
         tail_tokens += entry.tokens

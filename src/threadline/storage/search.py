@@ -74,11 +74,21 @@ def _contains_all(words: list[str]) -> tuple[str, list[str]]:
     ASCII terms use SQLite's ``instr`` (fast, in C); others ``tl_contains`` (Python's full
     Unicode lower-casing, registered by ``engine.connect``), whose folding SQLite lacks.
     """
-    sql = "".join(
-        f" AND instr(lower({_TEXT}), ?)" if w.isascii() else f" AND tl_contains({_TEXT}, ?)"
-        for w in words
-    )
-    return sql, [w.lower() for w in words]
+    sql, params = "", []
+    for word in words:
+        needle = word.lower()
+        if word.isascii():
+            # In C for ASCII text; Python only for text with other letters, some of which
+            # lower-case to ASCII (the Kelvin sign to "k").
+            sql += (
+                f" AND (instr(lower({_TEXT}), ?) OR ({_TEXT} GLOB '*[^' || char(1) || '-' "
+                f"|| char(127) || ']*' AND tl_contains({_TEXT}, ?)))"
+            )
+            params += [needle, needle]
+        else:
+            sql += f" AND tl_contains({_TEXT}, ?)"
+            params.append(needle)
+    return sql, params
 
 
 def search(
@@ -112,15 +122,15 @@ def search(
     (indexed,) = conn.execute("SELECT indexed_pk FROM search_state").fetchone()
     # Every hit holds every term by this one test, indexed or not. The index only narrows the
     # candidates: MATCH gets the terms as typed, folded by its tokenizer like the index was.
-    all_sql, needles = _contains_all(words)
-    short_sql, short = _contains_all([w for w in words if len(w) < TRIGRAM])
+    all_sql, all_args = _contains_all(words)
+    short_sql, short_args = _contains_all([w for w in words if len(w) < TRIGRAM])
     long = [w for w in words if len(w) >= TRIGRAM]
 
     # The unindexed tail: the newest messages, few by construction, checked directly.
     tail = conn.execute(
         f"SELECT {_HIT_COLUMNS} FROM messages m JOIN sessions s ON s.id = m.session_id "
         f"WHERE m.pk > ?{all_sql}{where} ORDER BY m.pk DESC",
-        [indexed, *needles, *params],
+        [indexed, *all_args, *params],
     ).fetchall()
     rows: list[Any] = tail[offset : offset + limit + 1]
     want = limit + 1 - len(rows)
@@ -132,15 +142,16 @@ def search(
             "JOIN messages m ON m.pk = f.rowid JOIN sessions s ON s.id = m.session_id "
             f"WHERE fts_trigram MATCH ?{all_sql}{where} "
             "ORDER BY f.rank, m.pk DESC LIMIT ? OFFSET ?",
-            [match, *needles, *params, want, skip],
+            [match, *all_args, *params, want, skip],
         ).fetchall()
     elif want > 0:
         rows += conn.execute(
             f"SELECT {_HIT_COLUMNS} FROM messages m JOIN sessions s ON s.id = m.session_id "
             f"WHERE m.pk <= ?{short_sql}{where} ORDER BY m.pk DESC LIMIT ? OFFSET ?",
-            [indexed, *short, *params, want, skip],
+            [indexed, *short_args, *params, want, skip],
         ).fetchall()
     has_more = len(rows) > limit
+    needles = [w.lower() for w in words]
     hits = [_hit(row, needles) for row in rows[:limit]]
     next_offset = offset + limit
     next_cursor = (

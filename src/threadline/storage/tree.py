@@ -184,6 +184,7 @@ def walk(
     *,
     want: int | None = None,
     include_compacted: bool = False,
+    inside: int | None = None,
 ) -> list[Entry]:
     """The path from ``start_pk`` up towards the root, newest first, compactions applied.
 
@@ -193,7 +194,8 @@ def walk(
     # Oldest first, so that of two compactions ending on one message the newest wins.
     by_end = {comp.end_pk: comp for comp in reversed(comps)}
     entries: list[Entry] = []
-    inside: int | None = None  # with include_compacted: the start of the range we are in
+    # With include_compacted: the start of the compacted range the walk is in (a page that
+    # begins inside a range is told so by the caller).
     pk = start_pk
     while pk is not None and (want is None or len(entries) < want):
         budget = 1 << 62 if want is None else want - len(entries)
@@ -227,16 +229,25 @@ def effective_tokens(conn: sqlite3.Connection, session_id: str, head_pk: int | N
     comps = compactions(conn, session_id)
     if not comps:
         return total
-    on_path = {row[0] for row in conn.execute(_PATH_PKS, (head_pk,))}
-    applied: list[Compaction] = []
-    for c in comps:  # newest first: an extension hides what it extends
-        if c.end_pk not in on_path or any(
-            a.start_depth <= c.start_depth and c.end_depth <= a.end_depth for a in applied
-        ):
-            continue
-        applied.append(c)
+    for c in applied_compactions(conn, head_pk, comps):
         total += estimate_tokens(c.summary) - c.replaced_tokens
     return total
+
+
+def applied_compactions(
+    conn: sqlite3.Connection, leaf_pk: int, comps: list[Compaction]
+) -> list[Compaction]:
+    """The compactions history applies on the path to ``leaf_pk``, as ``walk`` meets them:
+    from the leaf up, the newest of those ending on a message, skipping any that ends inside
+    a range already applied."""
+    on_path = {row[0] for row in conn.execute(_PATH_PKS, (leaf_pk,))}
+    applied: list[Compaction] = []
+    for c in sorted(comps, key=lambda c: (c.end_depth, c.pk), reverse=True):
+        if c.end_pk in on_path and not any(
+            a.start_depth <= c.end_depth <= a.end_depth for a in applied
+        ):
+            applied.append(c)
+    return applied
 
 
 def history(
@@ -253,10 +264,15 @@ def history(
     leaf_pk = head_pk if leaf_id is None else message_pk(conn, session_id, leaf_id, "leaf_id")
     comps = compactions(conn, session_id)
     start = leaf_pk
+    inside = None
     if before is not None:
         start = _before(conn, session_id, before, comps)
+        if include_compacted and start is not None and leaf_pk is not None and comps:
+            inside = _range_around(conn, start, applied_compactions(conn, leaf_pk, comps))
     want = None if limit is None else limit + 1
-    entries = walk(conn, start, comps, want=want, include_compacted=include_compacted)
+    entries = walk(
+        conn, start, comps, want=want, include_compacted=include_compacted, inside=inside
+    )
     has_more = limit is not None and len(entries) > limit
     if has_more:
         del entries[limit:]
@@ -274,6 +290,15 @@ def history(
         has_more=has_more,
         next_before=messages[0].id if has_more and messages else None,
     )
+
+
+def _range_around(conn: sqlite3.Connection, pk: int, applied: list[Compaction]) -> int | None:
+    """The start of the applied compaction whose range holds ``pk``, if any."""
+    (depth,) = conn.execute("SELECT depth FROM messages WHERE pk = ?", (pk,)).fetchone()
+    for c in applied:
+        if c.start_depth <= depth <= c.end_depth:
+            return c.start_pk
+    return None
 
 
 def _before(
@@ -533,7 +558,8 @@ def delete_subtree(
                SELECT pk FROM sub)""",
         (pk,),
     ).rowcount
-    if conn.execute("SELECT 1 FROM messages WHERE pk = ?", (head_pk,)).fetchone() is None:
+    head_gone = conn.execute("SELECT 1 FROM messages WHERE pk = ?", (head_pk,)).fetchone() is None
+    if head_pk is not None and head_gone:
         head_pk = parent_pk
     conn.execute(
         "UPDATE sessions SET head_pk = ?, message_count = message_count - ?, token_estimate = ?, "
