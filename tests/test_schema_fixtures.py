@@ -1,0 +1,76 @@
+"""Stores written by every released schema version open with their content intact.
+
+``fixtures/schema-v<N>.db`` was written by schema version N (v1 by threadline 0.1.0, with
+``fixtures/make_schema_v1.py``) and is never rebuilt: when the schema moves to version N+1,
+the new code must open and migrate each older fixture without losing what it held. Tests
+always work on a copy.
+"""
+
+from __future__ import annotations
+
+import shutil
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import integrity
+from threadline import Store
+from threadline.storage.schema import LATEST
+
+FIXTURES = Path(__file__).parent / "fixtures"
+
+
+@pytest.fixture
+def v1(tmp_path: Path) -> Path:
+    copy = tmp_path / "v1.db"
+    shutil.copyfile(FIXTURES / "schema-v1.db", copy)
+    return copy
+
+
+def test_the_fixture_is_schema_version_1() -> None:
+    conn = sqlite3.connect(f"file:{FIXTURES / 'schema-v1.db'}?mode=ro", uri=True)
+    try:
+        assert conn.execute("PRAGMA user_version").fetchone() == (1,)
+    finally:
+        conn.close()
+
+
+async def test_a_version_1_store_opens_with_its_content_intact(v1: Path) -> None:
+    async with Store.open(v1) as store:
+        listed = await store.list_sessions()
+        assert sorted(s.title or "" for s in listed.sessions) == [
+            "Kyoto trip",
+            "fork",
+            "nothing yet",
+        ]
+        trip = await store.get_session("trip")
+        assert (trip.metadata, trip.message_count, trip.branch_count, trip.compactions) == (
+            {"tag": "travel"}, 13, 2, 1,
+        )  # fmt: skip
+        assert (trip.input_tokens, trip.output_tokens, trip.cost, trip.last_model) == (
+            120, 40, 0.002, "model-x",
+        )  # fmt: skip
+        history = await store.get_history("trip")
+        assert [m.id for m in history.messages] == ["q1", "compaction:1", "m6", "m7"]
+        assert history.messages[1].content == "We planned Kyoto day by day."
+        full = await store.get_history("trip", include_compacted=True)
+        assert [m.id for m in full.messages] == [
+            "q1", "a1", "q2", "a2b", "m0", "m1", "m2", "m3", "m4", "m5", "m6", "m7",
+        ]  # fmt: skip
+        assert full.messages[1].content == [{"type": "text", "text": "Day 1: Fushimi Inari."}]
+        other = await store.get_history("trip", leaf_id="a2")
+        assert other.messages[-1].content == "Arashiyama 竹林."
+        context = {b.label: b.content for b in (await store.get_context("trip")).blocks}
+        assert (context["memory"], context["scratchpad"]) == ("Prefers trains.", "Book the ryokan.")
+        fork = next(s for s in listed.sessions if s.title == "fork")
+        copied = await store.get_history(fork.session_id)
+        assert [m.id for m in copied.messages] == ["q1", "a1", "q2"]
+        hits = await store.session_search("竹林")
+        assert [(h.session_id, h.message_id) for h in hits.hits] == [("trip", "a2")]
+    conn = sqlite3.connect(v1)
+    try:
+        assert conn.execute("PRAGMA user_version").fetchone() == (LATEST,)
+    finally:
+        conn.close()
+    assert integrity(v1) == ("ok", "ok")
