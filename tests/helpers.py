@@ -32,3 +32,16 @@ def dump(path: Path) -> list[tuple[object, ...]]:
         return rows
     finally:
         conn.close()
+
+
+def lock_is_free(path: Path) -> bool:
+    """True when a fresh connection takes the write lock at once: no transaction is left open."""
+    conn = sqlite3.connect(path, timeout=0, isolation_level=None)
+    try:
+        conn.execute("BEGIN IMMEDIATE")
+        conn.execute("ROLLBACK")
+        return True
+    except sqlite3.OperationalError:
+        return False
+    finally:
+        conn.close()

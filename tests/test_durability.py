@@ -26,7 +26,7 @@ import pytest
 from anyio.abc import Process
 from anyio.streams.buffered import BufferedByteReceiveStream
 
-from tests.helpers import dump, integrity
+from tests.helpers import dump, integrity, lock_is_free
 from threadline import (
     AppendResult,
     Config,
@@ -43,19 +43,6 @@ from threadline.storage import schema
 
 def _msg(mid: str, content: str | None = None) -> dict[str, Any]:
     return {"id": mid, "role": "user", "content": mid if content is None else content}
-
-
-def _lock_is_free(path: Path) -> bool:
-    """True when a fresh connection can take the write lock at once (no open transaction)."""
-    conn = sqlite3.connect(path, timeout=0, isolation_level=None)
-    try:
-        conn.execute("BEGIN IMMEDIATE")
-        conn.execute("ROLLBACK")
-        return True
-    except sqlite3.OperationalError:
-        return False
-    finally:
-        conn.close()
 
 
 def _stored_ids(path: Path, session_id: str) -> list[str]:
@@ -248,7 +235,7 @@ async def test_cancelled_appends_land_whole_or_not_at_all_and_leave_no_transacti
                         tags.append(f"d{round_}x{j}")
                         tg.start_soon(append_batch, tags[-1])
             await settle()
-            assert _lock_is_free(db_path), f"write lock held after round {round_}"
+            assert lock_is_free(db_path), f"write lock held after round {round_}"
 
         # Cancelled by hand once a random number of appends came back.
         async def append_then_stop(tag: str, scope: anyio.CancelScope, stop_at: int) -> None:
@@ -263,14 +250,14 @@ async def test_cancelled_appends_land_whole_or_not_at_all_and_leave_no_transacti
                     tags.append(f"c{round_}x{j}")
                     tg.start_soon(append_then_stop, tags[-1], tg.cancel_scope, stop_at)
             await settle()
-            assert _lock_is_free(db_path), f"write lock held after manual round {round_}"
+            assert lock_is_free(db_path), f"write lock held after manual round {round_}"
 
         # The store still takes writes, at once.
         with anyio.fail_after(2):
             await store.append_messages(sid, [_msg("after-0"), _msg("after-1"), _msg("after-2")])
             history = (await store.get_history(sid)).messages
             info = await store.get_session(sid)
-        assert _lock_is_free(db_path)
+        assert lock_is_free(db_path)
 
     ids = [m.id for m in history]
     assert ids[-3:] == ["after-0", "after-1", "after-2"]

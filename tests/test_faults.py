@@ -53,7 +53,7 @@ from mcp import Client, StdioServerParameters, stdio_client
 from mcp.client.streamable_http import streamable_http_client
 from mcp.types import CallToolResult
 
-from tests.helpers import integrity
+from tests.helpers import integrity, lock_is_free
 from threadline import Config, Store, StoreError
 from threadline.server import LocalRuntime, build_server
 from threadline.server.auth import STATIC_ISSUER, StaticTokenVerifier, TokenFile
@@ -135,19 +135,6 @@ def batch(tag: str, content: str = "") -> list[dict[str, str]]:
     return [
         {"id": f"{tag}-{k}", "role": "user", "content": f"{tag} {k} {content}"} for k in range(3)
     ]
-
-
-def lock_is_free(path: Path) -> bool:
-    """True when a fresh connection takes the write lock at once: no transaction is left open."""
-    conn = sqlite3.connect(path, timeout=0, isolation_level=None)
-    try:
-        conn.execute("BEGIN IMMEDIATE")
-        conn.execute("ROLLBACK")
-        return True
-    except sqlite3.OperationalError:
-        return False
-    finally:
-        conn.close()
 
 
 def check_ledger(

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import functools
 import json
-import sqlite3
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -16,7 +15,7 @@ from mcp.client import ClientRequestContext
 from mcp.client.subscriptions import ResourceUpdated
 from mcp.types import CreateMessageRequestParams, CreateMessageResult, TextContent
 
-from tests.helpers import dump, integrity
+from tests.helpers import dump, integrity, lock_is_free
 from threadline import Config
 from threadline.server import INSTRUCTIONS, LocalRuntime, build_server
 
@@ -360,13 +359,7 @@ async def test_hostile_input_gets_a_clear_error_and_changes_nothing(
         for leak in ("sqlite", "Traceback", "OperationalError", "IntegrityError"):
             assert leak not in text
         assert dump(tmp_path / "local.db") == before
-        # no transaction was left open: the write lock can be taken at once
-        probe = sqlite3.connect(tmp_path / "local.db", timeout=0, isolation_level=None)
-        try:
-            probe.execute("BEGIN IMMEDIATE")
-            probe.execute("ROLLBACK")
-        finally:
-            probe.close()
+        assert lock_is_free(tmp_path / "local.db")  # no transaction was left open
         # the next valid call works, and other sessions are unchanged
         history = await call(client, "get_history", session_id=victim)
         assert [m["content"] for m in history["messages"]] == ["precious"]
