@@ -2,8 +2,11 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
+import mcp.client.stdio as mcp_stdio
 import pytest
+from anyio.abc import Process
 
 from threadline import Config, Store
 
@@ -31,3 +34,19 @@ async def eager_store(db_path: Path) -> AsyncIterator[Store]:
     """A store that indexes for search within every write (no unindexed tail)."""
     async with Store.open(db_path, Config(index_batch=1, index_chunk=1_000_000)) as s:
         yield s
+
+
+@pytest.fixture
+def spawned(monkeypatch: pytest.MonkeyPatch) -> list[Process]:
+    """Every server process the SDK's stdio client starts during the test, for signals,
+    limits and exit codes (the SDK keeps them private; this wraps its spawn function)."""
+    processes: list[Process] = []
+    original = mcp_stdio._create_platform_compatible_process
+
+    async def record(*args: Any, **kwargs: Any) -> Any:
+        process = await original(*args, **kwargs)
+        processes.append(process)
+        return process
+
+    monkeypatch.setattr(mcp_stdio, "_create_platform_compatible_process", record)
+    return processes

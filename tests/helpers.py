@@ -2,8 +2,15 @@
 
 from __future__ import annotations
 
+import socket
 import sqlite3
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
+from typing import Any
+
+import anyio
+import uvicorn
 
 
 def integrity(path: Path) -> tuple[str, str]:
@@ -45,3 +52,37 @@ def lock_is_free(path: Path) -> bool:
         return False
     finally:
         conn.close()
+
+
+@contextmanager
+def loopback_socket() -> Iterator[socket.socket]:
+    """A TCP socket bound to a free loopback port, for uvicorn to serve on.
+
+    Bound before the server starts, so no other process can take the port in between; made
+    with ``IPPROTO_TCP``, or asyncio leaves Nagle on for accepted connections (~40 ms a reply).
+    """
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(("127.0.0.1", 0))
+        yield sock
+    finally:
+        sock.close()
+
+
+@asynccontextmanager
+async def uvicorn_serving(app: Any, sock: socket.socket, **options: Any) -> AsyncIterator[None]:
+    """Serve ``app`` with uvicorn on ``sock`` in this process while the block runs."""
+    port = sock.getsockname()[1]
+    server = uvicorn.Server(
+        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", **options)
+    )
+    async with anyio.create_task_group() as tasks:
+        tasks.start_soon(server.serve, [sock])
+        with anyio.fail_after(10):
+            while not server.started:  # noqa: ASYNC110 (uvicorn sets a bool, no event)
+                await anyio.sleep(0.01)
+        try:
+            yield
+        finally:
+            server.should_exit = True

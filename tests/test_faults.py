@@ -45,15 +45,13 @@ from typing import IO, Any
 
 import anyio
 import httpx2
-import mcp.client.stdio as mcp_stdio
 import pytest
-import uvicorn
 from anyio.abc import Process
 from mcp import Client, StdioServerParameters, stdio_client
 from mcp.client.streamable_http import streamable_http_client
 from mcp.types import CallToolResult
 
-from tests.helpers import integrity, lock_is_free
+from tests.helpers import integrity, lock_is_free, loopback_socket, uvicorn_serving
 from threadline import Config, Store, StoreError
 from threadline.server import LocalRuntime, build_server
 from threadline.server.auth import STATIC_ISSUER, StaticTokenVerifier, TokenFile
@@ -280,21 +278,6 @@ async def stdio(params: StdioServerParameters, log: IO[str]) -> AsyncIterator[Cl
         yield client
 
 
-@pytest.fixture
-def spawned(monkeypatch: pytest.MonkeyPatch) -> list[Process]:
-    """Every server process the stdio client starts, for signals, limits and exit codes."""
-    processes: list[Process] = []
-    original = mcp_stdio._create_platform_compatible_process
-
-    async def record(*args: Any, **kwargs: Any) -> Any:
-        process = await original(*args, **kwargs)
-        processes.append(process)
-        return process
-
-    monkeypatch.setattr(mcp_stdio, "_create_platform_compatible_process", record)
-    return processes
-
-
 def assert_exited_cleanly(processes: list[Process]) -> None:
     assert processes
     for process in processes:
@@ -327,30 +310,12 @@ async def serve_once(
 @asynccontextmanager
 async def http_server(data_dir: Path, tokens: TokenFile, config: Config) -> AsyncIterator[str]:
     """uvicorn in this process on a free loopback port; yields the MCP URL."""
-    # IPPROTO_TCP, or asyncio leaves Nagle on for accepted connections (~40 ms per response).
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    options = HttpOptions(port=port, verifier=StaticTokenVerifier(tokens))
-    app = build_http_app(options, config, data_dir)
-    server = uvicorn.Server(
-        uvicorn.Config(
-            app, host="127.0.0.1", port=port, log_level="warning", timeout_graceful_shutdown=5
-        )
-    )
-    try:
-        async with anyio.create_task_group() as tasks:
-            tasks.start_soon(server.serve, [sock])
-            with anyio.fail_after(10):
-                while not server.started:  # noqa: ASYNC110 (uvicorn sets a bool, no event)
-                    await anyio.sleep(0.01)
-            try:
-                yield f"http://127.0.0.1:{port}/mcp"
-            finally:
-                server.should_exit = True
-    finally:
-        sock.close()
+    with loopback_socket() as sock:
+        port = sock.getsockname()[1]
+        app = build_http_app(HttpOptions(port=port, verifier=StaticTokenVerifier(tokens)), config,
+                             data_dir)  # fmt: skip
+        async with uvicorn_serving(app, sock, timeout_graceful_shutdown=5):
+            yield f"http://127.0.0.1:{port}/mcp"
 
 
 def http_for(token: str) -> httpx2.AsyncClient:

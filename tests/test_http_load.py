@@ -10,7 +10,6 @@ other user, whatever they search for.
 from __future__ import annotations
 
 import json
-import socket
 import sqlite3
 import ssl
 from collections.abc import AsyncIterator
@@ -21,11 +20,11 @@ from typing import Any, Literal
 import anyio
 import httpx2
 import pytest
-import uvicorn
 from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
 from mcp.types import CallToolResult
 
+from tests.helpers import loopback_socket, uvicorn_serving
 from threadline.config import Config
 from threadline.server.auth import STATIC_ISSUER, StaticTokenVerifier, TokenFile
 from threadline.server.http import HttpOptions, build_http_app
@@ -82,33 +81,16 @@ async def served(tmp_path: Path, request: pytest.FixtureRequest) -> AsyncIterato
     token_file = TokenFile(tmp_path / "tokens.json")
     tokens = {u: token_file.add(user_name(u))[1] for u in range(USERS)}
     data_dir = tmp_path / "data"
-    # Bind first and hand uvicorn the socket: no window for another process to take the port.
-    # IPPROTO_TCP, or asyncio leaves Nagle on for accepted connections (~40 ms per response).
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
     capacity, iterations = request.param
-    options = HttpOptions(
-        port=port, verifier=StaticTokenVerifier(token_file), store_capacity=capacity
-    )
-    app = build_http_app(options, Config(), data_dir)
-    server = uvicorn.Server(
-        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", backlog=512)
-    )
-    try:
-        async with anyio.create_task_group() as tasks:
-            tasks.start_soon(server.serve, [sock])
-            with anyio.fail_after(10):
-                while not server.started:  # noqa: ASYNC110 (uvicorn sets a bool, no event)
-                    await anyio.sleep(0.01)
-            try:
-                url = f"http://127.0.0.1:{port}/mcp"
-                yield Served(url, data_dir, tokens, app, capacity, iterations)
-            finally:
-                server.should_exit = True
-    finally:
-        sock.close()
+    with loopback_socket() as sock:
+        port = sock.getsockname()[1]
+        options = HttpOptions(
+            port=port, verifier=StaticTokenVerifier(token_file), store_capacity=capacity
+        )
+        app = build_http_app(options, Config(), data_dir)
+        async with uvicorn_serving(app, sock, backlog=512):
+            url = f"http://127.0.0.1:{port}/mcp"
+            yield Served(url, data_dir, tokens, app, capacity, iterations)
 
 
 @dataclass

@@ -97,21 +97,6 @@ class Wire:
 
 
 @pytest.fixture
-def spawned(monkeypatch: pytest.MonkeyPatch) -> list[Process]:
-    """Every server process the stdio client spawns during the test, to check how they end."""
-    processes: list[Process] = []
-    original = mcp_stdio._create_platform_compatible_process
-
-    async def record(*args: Any, **kwargs: Any) -> Any:
-        process = await original(*args, **kwargs)
-        processes.append(process)
-        return process
-
-    monkeypatch.setattr(mcp_stdio, "_create_platform_compatible_process", record)
-    return processes
-
-
-@pytest.fixture
 def parse_errors(caplog: pytest.LogCaptureFixture) -> Iterator[Callable[[], list[str]]]:
     """Lines the client could not parse as JSON-RPC (the SDK logs and drops them)."""
     caplog.set_level(logging.ERROR, logger="mcp.client.stdio")
