@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import socket
 import sqlite3
 from collections.abc import AsyncIterator, Iterator
@@ -11,6 +12,8 @@ from typing import Any
 
 import anyio
 import uvicorn
+from mcp import Client
+from mcp.types import CallToolResult
 
 
 def integrity(path: Path) -> tuple[str, str]:
@@ -86,3 +89,16 @@ async def uvicorn_serving(app: Any, sock: socket.socket, **options: Any) -> Asyn
             yield
         finally:
             server.should_exit = True
+
+
+def ok(result: CallToolResult) -> dict[str, Any]:
+    """The structured result of a successful tool call (and its text block says the same)."""
+    assert not result.is_error, result.content
+    assert result.structured_content is not None
+    assert json.loads(result.content[0].text) == result.structured_content  # type: ignore[union-attr]
+    return result.structured_content
+
+
+async def call(client: Client, tool: str, **args: Any) -> dict[str, Any]:
+    """Call a tool that must succeed; its structured result."""
+    return ok(await client.call_tool(tool, args))

@@ -51,7 +51,7 @@ from mcp import Client, StdioServerParameters, stdio_client
 from mcp.client.streamable_http import streamable_http_client
 from mcp.types import CallToolResult
 
-from tests.helpers import integrity, lock_is_free, loopback_socket, uvicorn_serving
+from tests.helpers import integrity, lock_is_free, loopback_socket, ok, uvicorn_serving
 from threadline import Config, Store, StoreError
 from threadline.server import LocalRuntime, build_server
 from threadline.server.auth import STATIC_ISSUER, StaticTokenVerifier, TokenFile
@@ -109,12 +109,6 @@ def snapshot(directory: Path) -> dict[str, str]:
 
 def text_of(result: CallToolResult) -> str:
     return " ".join(getattr(block, "text", "") for block in result.content)
-
-
-def ok(result: CallToolResult) -> dict[str, Any]:
-    assert not result.is_error, text_of(result)
-    assert result.structured_content is not None
-    return result.structured_content
 
 
 def assert_clear(result: CallToolResult, *sentences: str) -> str:

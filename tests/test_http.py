@@ -44,7 +44,7 @@ from mcp.server.auth.middleware.bearer_auth import AuthenticatedUser
 from mcp.server.auth.provider import AccessToken
 from starlette.applications import Starlette
 
-from tests.helpers import dump
+from tests.helpers import call, dump
 from threadline import Config
 from threadline.server.auth import STATIC_ISSUER, JWTVerifier, StaticTokenVerifier, TokenFile
 from threadline.server.http import HttpOptions, build_http_app
@@ -165,13 +165,6 @@ async def connect(
     http = httpx2.AsyncClient(headers=bearer(token), timeout=httpx2.Timeout(10, read=60))
     async with http, Client(streamable_http_client(served.mcp, http_client=http), mode=mode) as c:
         yield c
-
-
-async def call(client: Client, tool: str, **args: Any) -> dict[str, Any]:
-    result = await client.call_tool(tool, args)
-    assert not result.is_error, result.content[0].text  # type: ignore[union-attr]
-    assert result.structured_content is not None
-    return result.structured_content
 
 
 async def post_initialize(

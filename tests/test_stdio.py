@@ -27,7 +27,7 @@ from mcp import Client, MCPDeprecationWarning, StdioServerParameters, stdio_clie
 from mcp.client.subscriptions import ResourceUpdated
 from mcp.types import CallToolResult, ResourceUpdatedNotification, TextResourceContents
 
-from tests.helpers import integrity
+from tests.helpers import integrity, ok
 
 ERAS = pytest.mark.parametrize(
     ("mode", "version"), [("auto", "2026-07-28"), ("legacy", "2025-11-25")]
@@ -109,14 +109,6 @@ def parse_errors(caplog: pytest.LogCaptureFixture) -> Iterator[Callable[[], list
         ]
 
     yield errors
-
-
-def ok(result: CallToolResult) -> dict[str, Any]:
-    """The structured result of a successful call (and its text block says the same)."""
-    assert not result.is_error, result.content
-    assert result.structured_content is not None
-    assert json.loads(result.content[0].text) == result.structured_content  # type: ignore[union-attr]
-    return result.structured_content
 
 
 def ok_text(result: CallToolResult) -> str:

@@ -15,7 +15,7 @@ from mcp.client import ClientRequestContext
 from mcp.client.subscriptions import ResourceUpdated
 from mcp.types import CreateMessageRequestParams, CreateMessageResult, TextContent
 
-from tests.helpers import dump, integrity, lock_is_free
+from tests.helpers import call, dump, integrity, lock_is_free
 from threadline import Config
 from threadline.server import INSTRUCTIONS, LocalRuntime, build_server
 
@@ -37,13 +37,6 @@ def _server(data_dir: Path, config: Config | None = None) -> Any:
 async def client(tmp_path: Path) -> AsyncIterator[Client]:
     async with Client(_server(tmp_path)) as c:
         yield c
-
-
-async def call(client: Client, tool: str, **args: Any) -> dict[str, Any]:
-    result = await client.call_tool(tool, args)
-    assert not result.is_error, result.content[0].text  # type: ignore[union-attr]
-    assert result.structured_content is not None
-    return result.structured_content
 
 
 async def fails(client: Client, tool: str, **args: Any) -> str:
