@@ -476,15 +476,20 @@ async def main(path, me, shared):
         print("ready", flush=True)
         sys.stdin.readline()
 
-        async def fill(sid, prefix, n):
-            for i in range(n):
+        async def fill(sid, prefix, start, n):
+            for i in range(start, n):
                 await store.append_messages(
                     sid, [{"id": f"{prefix}-{i}", "role": "user", "content": f"{prefix} {i}"}]
                 )
 
+        # One shared message each, then wait until the other process has written one too:
+        # the rest of the writing overlaps for sure, however fast each process is.
+        await fill(shared, f"{me}-shared", 0, 1)
+        print("started", flush=True)
+        sys.stdin.readline()
         async with anyio.create_task_group() as tg:
-            tg.start_soon(fill, own, f"{me}-own", 200)
-            tg.start_soon(fill, shared, f"{me}-shared", 100)
+            tg.start_soon(fill, own, f"{me}-own", 0, 200)
+            tg.start_soon(fill, shared, f"{me}-shared", 1, 100)
     print("done", flush=True)
 
 anyio.run(main, *sys.argv[1:])
@@ -584,6 +589,10 @@ async def test_two_processes_appending_to_one_file_lose_nothing(tmp_path: Path) 
                 assert await _line(out) == "ready", [log.read_text() for log in logs.values()]
             for proc, _ in children:  # start both at once
                 await _send(proc, "go\n")
+            for _, out in children:
+                assert await _line(out) == "started", [log.read_text() for log in logs.values()]
+            for proc, _ in children:
+                await _send(proc, "continue\n")
             for _, out in children:
                 assert await _line(out) == "done", [log.read_text() for log in logs.values()]
             codes = [await proc.wait() for proc, _ in children]
