@@ -201,7 +201,7 @@ async def test_requests_without_a_valid_static_token_get_401_and_create_no_store
             cases: list[tuple[str, str, dict[str, str]]] = [
                 ("no token", served.mcp, {}),
                 ("wrong token", served.mcp, bearer("tl_" + secrets.token_urlsafe(32))),
-                ("token with one character changed", served.mcp, bearer(alice[:-1] + "A")),
+                ("token with one character changed", served.mcp, bearer(one_char_changed(alice))),
                 ("bearer without a token", served.mcp, {"Authorization": "Bearer"}),
                 ("basic scheme", served.mcp, {"Authorization": f"Basic {alice}"}),
                 ("token as ?access_token=", f"{served.mcp}?access_token={alice}", {}),
@@ -351,6 +351,11 @@ def hand_signed(header: dict[str, Any], payload: dict[str, Any], secret: bytes) 
     return f"{signing_input}.{_b64(mac)}"
 
 
+def one_char_changed(token: str) -> str:
+    """The token with its last character replaced by a different one (never by itself)."""
+    return token[:-1] + ("A" if token[-1] != "A" else "B")
+
+
 def tampered(token: str, **changes: Any) -> str:
     """The same signature over a payload that says something else."""
     header, payload, signature = token.split(".")
@@ -384,7 +389,7 @@ async def test_invalid_jwts_get_401_and_create_no_store(
         "bad signature (another key)": sign(claims(), jwt_setup.wrong_key),
         "payload edited after signing": tampered(sign(claims()), sub="bob@example"),
         "alg=none": jwt.encode(claims(), None, algorithm="none"),
-        "alg=none, signature kept": tampered(sign(claims()))[:-1] + "A",
+        "alg=none, signature kept": one_char_changed(tampered(sign(claims()))),
         "garbage": "not.a.jwt",
     }
     if jwt_setup.algorithm == "RS256":
