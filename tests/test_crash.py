@@ -79,8 +79,8 @@ from anyio.streams.buffered import BufferedByteReceiveStream
 
 from tests.helpers import integrity
 from threadline import Store
-from threadline.server.auth import STATIC_ISSUER, TokenFile
-from threadline.server.stores import user_file
+from threadline.paths import STATIC_ISSUER, user_file
+from threadline.server.auth import TokenFile
 
 SOAK = int(os.environ.get("THREADLINE_SOAK") or 0)
 STDIO_CYCLES = SOAK or 30  # two kills each

@@ -53,10 +53,10 @@ from mcp.types import CallToolResult
 
 from tests.helpers import integrity, lock_is_free, loopback_socket, ok, uvicorn_serving
 from threadline import Config, Store, StoreError
+from threadline.paths import STATIC_ISSUER, user_file
 from threadline.server import LocalRuntime, build_server
-from threadline.server.auth import STATIC_ISSUER, StaticTokenVerifier, TokenFile
+from threadline.server.auth import StaticTokenVerifier, TokenFile
 from threadline.server.http import HttpOptions, build_http_app
-from threadline.server.stores import user_file
 
 Record = Callable[[str, object], None]
 Call = Callable[[str, dict[str, Any]], Awaitable[CallToolResult]]

@@ -46,9 +46,10 @@ from starlette.applications import Starlette
 
 from tests.helpers import call, dump
 from threadline import Config
-from threadline.server.auth import STATIC_ISSUER, JWTVerifier, StaticTokenVerifier, TokenFile
+from threadline.paths import STATIC_ISSUER, user_file
+from threadline.server.auth import JWTVerifier, StaticTokenVerifier, TokenFile
 from threadline.server.http import HttpOptions, build_http_app
-from threadline.server.stores import UserStores, user_file
+from threadline.server.stores import UserStores
 
 MODERN, LEGACY = "2026-07-28", "2025-11-25"
 INITIALIZE = {

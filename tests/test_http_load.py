@@ -26,9 +26,9 @@ from mcp.types import CallToolResult
 
 from tests.helpers import loopback_socket, uvicorn_serving
 from threadline.config import Config
-from threadline.server.auth import STATIC_ISSUER, StaticTokenVerifier, TokenFile
+from threadline.paths import STATIC_ISSUER, USERS_DIR, user_file
+from threadline.server.auth import StaticTokenVerifier, TokenFile
 from threadline.server.http import HttpOptions, build_http_app
-from threadline.server.stores import USERS_DIR, user_file
 
 USERS = 20
 CLIENTS = 5  # per user, all at once

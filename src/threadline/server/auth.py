@@ -24,8 +24,8 @@ import jwt
 from mcp.server.auth.provider import AccessToken
 
 from threadline.config import ConfigError
+from threadline.paths import STATIC_ISSUER
 
-STATIC_ISSUER = "threadline:tokens"
 TOKEN_PREFIX = "tl_"
 
 

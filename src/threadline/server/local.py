@@ -8,9 +8,8 @@ from pathlib import Path
 from types import TracebackType
 
 from threadline.config import Config
+from threadline.paths import LOCAL_STORE
 from threadline.storage import Store, StoreError
-
-LOCAL_STORE = "local.db"
 
 
 class LocalRuntime:

@@ -12,7 +12,6 @@ never while a call holds it.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from collections import OrderedDict
 from collections.abc import AsyncIterator
@@ -23,22 +22,11 @@ from pathlib import Path
 import anyio
 
 from threadline.config import Config
-from threadline.server.local import LOCAL_STORE
+from threadline.paths import LOCAL_STORE, user_file
 from threadline.storage import Store, StoreError
 from threadline.tools.common import current_user
 
 log = logging.getLogger(__name__)
-
-USERS_DIR = "users"
-
-
-def user_file(data_dir: Path, user: tuple[str, str]) -> Path:
-    """The store file of ``(issuer, subject)``; the same identity always maps to one file."""
-    # The issuer's length first makes the pair unambiguous (no separator a name could hold);
-    # surrogatepass keeps a lone surrogate distinct from the character a pair of them spells.
-    issuer, subject = (part.encode("utf-8", "surrogatepass") for part in user)
-    digest = hashlib.sha256(len(issuer).to_bytes(8, "big") + issuer + subject)
-    return data_dir / USERS_DIR / f"{digest.hexdigest()[:32]}.db"
 
 
 @dataclass

@@ -115,12 +115,14 @@ def view(conn: sqlite3.Connection, config: Config, session_id: str) -> ContextVi
 def update(
     conn: sqlite3.Connection,
     config: Config,
-    session_id: str,
+    session_id: str | None,
     label: str,
     content: str,
     mode: Literal["replace", "append"],
 ) -> BlockUsage:
-    session_row(conn, session_id, "1")
+    """Write a block; ``session_id=None`` writes a user-scoped block without naming a session."""
+    if session_id is not None:
+        session_row(conn, session_id, "1")
     if not isinstance(label, str):
         raise InvalidInput("label", "must be a string")
     spec = config.block(label)
@@ -134,8 +136,10 @@ def update(
     validate.text(content, "content", config.limits.max_message_chars)
     if "\x00" in content:
         raise InvalidInput("content", "must not contain NUL characters")
-    owner = _owner(spec, session_id)
-    current = _values(conn, config, session_id)[label]
+    if session_id is None and spec.scope == "session":
+        raise InvalidInput("session_id", f"is required: block {label!r} belongs to a session")
+    owner = _owner(spec, session_id or "")
+    current = _values(conn, config, session_id or "")[label]
     if mode == "append" and current:
         content = current + ("" if current.endswith("\n") else "\n") + content
     tokens = estimate_tokens(content)
@@ -152,7 +156,7 @@ def update(
         "updated_at = excluded.updated_at",
         (label, owner, content, stamp),
     )
-    if spec.scope == "session":
+    if spec.scope == "session" and session_id is not None:
         conn.execute("UPDATE sessions SET updated_at = ? WHERE id = ?", (stamp, session_id))
     return usage(spec, tokens)
 

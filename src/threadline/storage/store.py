@@ -18,7 +18,16 @@ import anyio
 import anyio.to_thread
 
 from threadline.config import Config
-from threadline.storage import compaction, context, schema, search, sessions, tree, validate
+from threadline.storage import (
+    compaction,
+    context,
+    schema,
+    search,
+    sessions,
+    transfer,
+    tree,
+    validate,
+)
 from threadline.storage.engine import Database
 from threadline.storage.errors import StoreError
 from threadline.storage.models import (
@@ -27,6 +36,7 @@ from threadline.storage.models import (
     Branch,
     CompactionPlan,
     CompactionResult,
+    ContextBlock,
     ContextView,
     Deleted,
     History,
@@ -281,12 +291,15 @@ class Store:
 
     async def update_context(
         self,
-        session_id: str,
+        session_id: str | None,
         label: str,
         content: str,
         mode: Literal["replace", "append"] = "replace",
     ) -> BlockUsage:
-        """Replace or append to a context block; returns how full it is."""
+        """Replace or append to a context block; returns how full it is.
+
+        ``session_id`` may be ``None`` for a user-scoped block (shared by every session).
+        """
         result: BlockUsage = await self._w(
             context.update, self.config, session_id, label, content, mode
         )
@@ -305,6 +318,16 @@ class Store:
             return context.view(conn, config, session_id)
 
         result: ContextView = await self._db.write(run)
+        return result
+
+    async def get_user_context(self) -> list[ContextBlock]:
+        """The user-scoped blocks (shared by every session), without naming a session."""
+        config = self.config
+
+        def run(conn: sqlite3.Connection) -> list[ContextBlock]:
+            return [b for b in context.blocks(conn, config, "") if b.scope == "user"]
+
+        result: list[ContextBlock] = await self._r(run)
         return result
 
     # -- search and usage ---------------------------------------------------------------
@@ -342,6 +365,38 @@ class Store:
         result: UsageTotals = await self._w(
             sessions.record_usage, session_id, input_tokens, output_tokens, cost, model
         )
+        return result
+
+    # -- export and import --------------------------------------------------------------
+
+    async def export_session_ids(self) -> list[str]:
+        """Every session id, oldest session first."""
+        result: list[str] = await self._r(transfer.session_ids)
+        return result
+
+    async def export_session(self, session_id: str) -> transfer.SessionRecord:
+        """One session as it is stored: every branch, compaction, usage record and block."""
+        result: transfer.SessionRecord = await self._r(transfer.dump_session, session_id)
+        return result
+
+    async def export_user_blocks(self) -> list[transfer.BlockRecord]:
+        """The user-scoped context blocks stored (blocks at their default are not stored)."""
+        result: list[transfer.BlockRecord] = await self._r(transfer.dump_blocks)
+        return result
+
+    async def import_session(self, record: transfer.SessionRecord) -> transfer.ImportedSession:
+        """Restore an exported session exactly, in one transaction; its id must be free."""
+        result: transfer.ImportedSession = await self._w(transfer.load_session, self.config, record)
+        return result
+
+    async def user_block_conflicts(self, blocks: list[transfer.BlockRecord]) -> list[str]:
+        """Labels of user blocks stored here with other content than ``blocks``."""
+        result: list[str] = await self._r(transfer.block_conflicts, blocks)
+        return result
+
+    async def import_user_blocks(self, blocks: list[transfer.BlockRecord]) -> int:
+        """Store the user blocks this store lacks; refuse all if any differs. Returns how many."""
+        result: int = await self._w(transfer.load_user_blocks, blocks)
         return result
 
 

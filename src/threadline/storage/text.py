@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import secrets
 from datetime import UTC, datetime
@@ -55,6 +56,20 @@ def estimate_tokens(text: str) -> int:
     if not text:
         return 0
     return max((len(text.encode("utf-8", "surrogatepass")) + 3) // 4, len(text.split()))
+
+
+def readable(content: str | list[Any]) -> str:
+    """A message's content for people: strings as they are, parts as text or indented JSON."""
+    if isinstance(content, str):
+        return content
+    out = []
+    for part in content:
+        text = part.get("text") if isinstance(part, dict) else None
+        if isinstance(text, str):
+            out.append(text)
+        else:
+            out.append("```json\n" + json.dumps(part, ensure_ascii=False, indent=1) + "\n```")
+    return "\n\n".join(out)
 
 
 def searchable_text(content: str | list[Any]) -> str:

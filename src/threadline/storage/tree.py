@@ -53,7 +53,7 @@ WITH RECURSIVE chain (pk) AS (
 SELECT pk FROM chain
 """
 
-_INSERT = """
+INSERT_MESSAGE = """
 INSERT INTO messages (session_id, id, parent_pk, depth, path_tokens, role, content, is_json, body,
                       name, metadata, tokens, created_at)
 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
@@ -456,7 +456,7 @@ def append(
         depth += 1
         path_tokens += tokens
         cursor = conn.execute(
-            _INSERT,
+            INSERT_MESSAGE,
             (
                 session_id,
                 mid,

@@ -15,7 +15,7 @@ from mcp.server.mcpserver import AssistantMessage, Message, UserMessage
 from pydantic import Field
 
 from threadline.storage import ContextView, History, SessionInfo
-from threadline.storage import Message as StoredMessage
+from threadline.storage.text import readable
 from threadline.tools.common import (
     INDEX_URI,
     Runtime,
@@ -26,21 +26,6 @@ from threadline.tools.common import (
 from threadline.tools.messages import fit
 
 RESUME_MESSAGES = 100
-
-
-def content_text(message: StoredMessage) -> str:
-    """A message's content as plain text: strings as they are, parts rendered readably."""
-    content = message.content
-    if isinstance(content, str):
-        return content
-    out = []
-    for part in content:
-        text = part.get("text") if isinstance(part, dict) else None
-        if isinstance(text, str):
-            out.append(text)
-        else:
-            out.append("```json\n" + json.dumps(part, ensure_ascii=False, indent=1) + "\n```")
-    return "\n\n".join(out)
 
 
 def markdown(info: SessionInfo, history: History) -> str:
@@ -57,7 +42,7 @@ def markdown(info: SessionInfo, history: History) -> str:
     for m in history.messages:
         label = f"summary of {m.summary_of} messages" if m.summary_of is not None else m.role
         name = f" ({m.name})" if m.name else ""
-        lines += ["", f"## {label}{name} · {m.created_at} · `{m.id}`", "", content_text(m)]
+        lines += ["", f"## {label}{name} · {m.created_at} · `{m.id}`", "", readable(m.content)]
     return "\n".join(lines) + "\n"
 
 
@@ -133,7 +118,7 @@ def register(mcp: MCPServer[Any], runtime: Runtime) -> None:
         )
         out: list[Message] = [UserMessage(intro)]
         for m in history.messages:
-            text = content_text(m)
+            text = readable(m.content)
             if m.role == "assistant":
                 out.append(AssistantMessage(text))
             elif m.role == "user" and m.summary_of is None:

@@ -1,4 +1,4 @@
-"""The ``threadline`` command. Logs and messages go to stderr; stdout carries only results."""
+"""``threadline serve``, ``threadline token`` and ``threadline demo``."""
 
 from __future__ import annotations
 
@@ -10,34 +10,14 @@ from pathlib import Path
 
 import anyio
 
-from threadline.config import Config, ConfigError, load_config
-from threadline.storage import Store, ThreadlineError
+from threadline.cli.common import Commands, Env, UsageError, add_common
+from threadline.config import Config
+from threadline.storage import Store
 
 log = logging.getLogger("threadline")
 
 
-class UsageError(Exception):
-    """The command line asks for something that cannot be done; the message says why."""
-
-
-def default_data_dir() -> Path:
-    """The platform's per-user data directory for threadline."""
-    if sys.platform == "win32":
-        base = Path(os.environ.get("LOCALAPPDATA", Path.home() / "AppData" / "Local"))
-    elif sys.platform == "darwin":
-        base = Path.home() / "Library" / "Application Support"
-    else:
-        base = Path(os.environ.get("XDG_DATA_HOME", Path.home() / ".local" / "share"))
-    return base / "threadline"
-
-
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="threadline",
-        description="Persistent, parallel, isolated conversation threads over SQLite.",
-    )
-    commands = parser.add_subparsers(dest="command", required=True)
-
+def add_parsers(commands: Commands) -> None:
     serve = commands.add_parser(
         "serve",
         help="run the MCP server (stdio for desktop hosts; streamable-http or sse for remote)",
@@ -45,7 +25,8 @@ def _parser() -> argparse.ArgumentParser:
         "written to stdout; logs go to stderr. Over HTTP, every request needs a bearer token "
         "(--tokens-file or --jwt-*), except on a loopback address or with --no-auth.",
     )
-    _common(serve)
+    add_common(serve)
+    serve.set_defaults(run=_serve)
     serve.add_argument(
         "--transport",
         choices=["stdio", "streamable-http", "sse"],
@@ -93,11 +74,8 @@ def _parser() -> argparse.ArgumentParser:
         help="accept this Origin (e.g. https://chat.example); repeatable",
     )
 
-    demo = commands.add_parser(
-        "demo", help="create two threads in a store and show they stay apart"
-    )
-    _common(demo)
 
+def add_token_parsers(commands: Commands) -> None:
     token = commands.add_parser("token", help="manage static bearer tokens for HTTP")
     token_commands = token.add_subparsers(dest="token_command", required=True)
     add = token_commands.add_parser("add", help="create a token for USER and print it once")
@@ -106,31 +84,28 @@ def _parser() -> argparse.ArgumentParser:
     revoke = token_commands.add_parser("revoke", help="revoke a token by id, or all of a user's")
     revoke.add_argument("user_or_id", help="a user name, or a token id from `token list`")
     for sub in (add, listing, revoke):
-        _common(sub)
+        add_common(sub)
+        sub.set_defaults(run=_token)
         sub.add_argument(
             "--tokens-file",
             type=Path,
             help="default: config http.tokens_file, else DATA_DIR/tokens.json",
         )
-    return parser
 
 
-def _common(command: argparse.ArgumentParser) -> None:
-    command.add_argument(
-        "--data-dir",
-        type=Path,
-        help="where stores live (env THREADLINE_DATA_DIR; default: config data_dir, else "
-        f"{default_data_dir()})",
+def add_demo_parser(commands: Commands) -> None:
+    demo = commands.add_parser(
+        "demo", help="create two threads in a store and show they stay apart"
     )
-    command.add_argument(
-        "--config",
-        type=Path,
-        default=Path(os.environ["THREADLINE_CONFIG"])
-        if os.environ.get("THREADLINE_CONFIG")
-        else None,
-        help="a threadline.toml (env THREADLINE_CONFIG)",
-    )
-    command.add_argument("-v", "--verbose", action="count", default=0, help="more logging")
+    add_common(demo)
+    demo.set_defaults(run=_demo_command)
+
+
+def _serve(args: argparse.Namespace, env: Env) -> None:
+    if args.transport == "stdio":
+        _serve_stdio(env.config, env.data_dir)
+    else:
+        _serve_http(args, env.config, env.data_dir)
 
 
 def _serve_stdio(config: Config, data_dir: Path) -> None:
@@ -200,10 +175,10 @@ def _serve_http(args: argparse.Namespace, config: Config, data_dir: Path) -> Non
     anyio.run(serve_http, options, config, data_dir)
 
 
-def _token(args: argparse.Namespace, config: Config, data_dir: Path) -> None:
+def _token(args: argparse.Namespace, env: Env) -> None:
     from threadline.server.auth import TokenFile
 
-    tokens = TokenFile(args.tokens_file or config.http.tokens_file or data_dir / "tokens.json")
+    tokens = TokenFile(tokens_path(args.tokens_file, env))
     if args.token_command == "add":
         entry, token = tokens.add(args.user)
         print(token)
@@ -243,39 +218,10 @@ async def _demo(data_dir: Path) -> None:
         print(f"store: {store.path}")
 
 
-def _first(group: BaseExceptionGroup[BaseException]) -> BaseException:
-    leaf = group.exceptions[0]
-    return _first(leaf) if isinstance(leaf, BaseExceptionGroup) else leaf
+def tokens_path(given: Path | None, env: Env) -> Path:
+    return given or env.config.http.tokens_file or env.data_dir / "tokens.json"
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
-    logging.basicConfig(
-        level=max(logging.DEBUG, logging.WARNING - 10 * args.verbose),
-        stream=sys.stderr,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
-    try:
-        config = load_config(args.config)
-        data_dir = args.data_dir or config.data_dir or default_data_dir()
-        if args.command == "serve" and args.transport == "stdio":
-            _serve_stdio(config, data_dir)
-        elif args.command == "serve":
-            _serve_http(args, config, data_dir)
-        elif args.command == "token":
-            _token(args, config, data_dir)
-        elif args.command == "demo":
-            data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-            anyio.run(_demo, data_dir)
-    except (ThreadlineError, ConfigError, UsageError) as exc:
-        print(f"threadline: {exc}", file=sys.stderr)
-        return 2 if isinstance(exc, UsageError) else 1
-    except BaseExceptionGroup as group:  # raised inside the SDK's task groups (e.g. lifespan)
-        ours = group.subgroup(lambda e: isinstance(e, ThreadlineError | ConfigError))
-        if ours is None:
-            raise
-        print(f"threadline: {_first(ours)}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        return 130
-    return 0
+def _demo_command(args: argparse.Namespace, env: Env) -> None:
+    env.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    anyio.run(_demo, env.data_dir)

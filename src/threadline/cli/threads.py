@@ -1,0 +1,293 @@
+"""``threadline sessions …``, ``threadline search`` and ``threadline context …``."""
+
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+from typing import Any
+
+import anyio
+
+from threadline.cli.common import (
+    Commands,
+    Env,
+    UsageError,
+    add_common,
+    confirm,
+    count,
+    print_json,
+    table,
+    when,
+)
+from threadline.cli.render import session_markdown
+from threadline.storage import SessionSummary, Store
+
+
+def add_parsers(commands: Commands) -> None:
+    sessions = commands.add_parser(
+        "sessions",
+        help="list, show, rename, delete and fork sessions",
+        description="Look after the threads of a store without an MCP host.",
+    )
+    verbs = sessions.add_subparsers(dest="verb", required=True, metavar="VERB")
+
+    listing = verbs.add_parser("list", help="the sessions, most recently active first")
+    add_common(listing, store=True, json=True)
+    listing.add_argument("--status", choices=["active", "ended"], help="only these sessions")
+    listing.add_argument("--title", help="only titles containing this text (any case)")
+    listing.add_argument(
+        "--limit", type=int, default=50, help="at most this many (default 50; 0 for all)"
+    )
+    listing.set_defaults(run=_sync(_list))
+
+    show = verbs.add_parser(
+        "show",
+        help="a session's transcript (Markdown), branches and compactions marked",
+        description="Print the path to the head (or --leaf) with every stored message: "
+        "compacted ranges are marked with their summary, and messages where other branches "
+        "start say where those branches end.",
+    )
+    add_common(show, store=True, json=True)
+    show.add_argument("session_id")
+    show.add_argument("--leaf", help="show the branch ending at this message instead of the head")
+    show.add_argument("--last", type=int, help="only the last N messages of the path")
+    show.add_argument("--all", action="store_true", help="also print every other branch")
+    show.set_defaults(run=_sync(_show))
+
+    rename = verbs.add_parser("rename", help="change a session's title")
+    add_common(rename, store=True, json=True)
+    rename.add_argument("session_id")
+    rename.add_argument("title", help='the new title ("" removes it)')
+    rename.set_defaults(run=_sync(_rename))
+
+    delete = verbs.add_parser(
+        "delete", help="delete sessions with everything in them (asks first unless --yes)"
+    )
+    add_common(delete, store=True, json=True)
+    delete.add_argument("session_ids", nargs="+", metavar="session_id")
+    delete.add_argument("-y", "--yes", action="store_true", help="do not ask for confirmation")
+    delete.set_defaults(run=_sync(_delete))
+
+    fork = verbs.add_parser("fork", help="copy a session's path into a new, independent session")
+    add_common(fork, store=True, json=True)
+    fork.add_argument("session_id")
+    fork.add_argument("--at", metavar="MESSAGE_ID", help="fork at this message (default: head)")
+    fork.add_argument("--title", help='default: the source title + " (fork)"')
+    fork.set_defaults(run=_sync(_fork))
+
+    search = commands.add_parser(
+        "search",
+        help="full-text search across sessions",
+        description="Every word of QUERY must appear in a message (any case, anywhere in a "
+        "word). Hits are ranked best first; matches are highlighted.",
+    )
+    add_common(search, store=True, json=True)
+    search.add_argument("query")
+    search.add_argument("--session", metavar="SESSION_ID", help="search one session only")
+    search.add_argument("--role", choices=["system", "user", "assistant", "tool"])
+    search.add_argument("--limit", type=int, default=10, help="hits to show (1-50, default 10)")
+    search.set_defaults(run=_sync(_search))
+
+    ctx = commands.add_parser("context", help="show and set context blocks (working memory)")
+    ctx_verbs = ctx.add_subparsers(dest="verb", required=True, metavar="VERB")
+    show_ctx = ctx_verbs.add_parser(
+        "show",
+        help="the context blocks: the user's, or with --session also the session's",
+        description="Without --session: the user-scoped blocks every session shares. With "
+        "--session: all of that session's blocks and its frozen system prompt.",
+    )
+    add_common(show_ctx, store=True, json=True)
+    show_ctx.add_argument("--session", metavar="SESSION_ID")
+    show_ctx.set_defaults(run=_sync(_context_show))
+    set_ctx = ctx_verbs.add_parser(
+        "set",
+        help="replace (or --append to) a block, from an argument or stdin",
+        description="Sets LABEL to TEXT, or to standard input when TEXT is omitted or '-'. "
+        "Session-scoped blocks need --session.",
+    )
+    add_common(set_ctx, store=True, json=True)
+    set_ctx.add_argument("label")
+    set_ctx.add_argument("text", nargs="?", default="-")
+    set_ctx.add_argument("--session", metavar="SESSION_ID")
+    set_ctx.add_argument("--append", action="store_true", help="append instead of replacing")
+    set_ctx.set_defaults(run=_sync(_context_set))
+
+
+def _sync(command: Any) -> Any:
+    """Run an ``async (args, env, store)`` command on its store."""
+
+    def run(args: argparse.Namespace, env: Env) -> Any:
+        async def main() -> Any:
+            async with env.store(args) as store:
+                return await command(args, store)
+
+        return anyio.run(main)
+
+    return run
+
+
+# -- sessions -------------------------------------------------------------------------------
+
+
+async def _list(args: argparse.Namespace, store: Store) -> None:
+    if args.limit < 0:
+        raise UsageError("--limit must be 0 (all) or more")
+    wanted = args.limit or None
+    needle = args.title.casefold() if args.title else None
+    found: list[SessionSummary] = []
+    cursor = None
+    while wanted is None or len(found) < wanted:
+        page = await store.list_sessions(limit=200, cursor=cursor, status=args.status)
+        for s in page.sessions:
+            if needle is None or needle in (s.title or "").casefold():
+                found.append(s)
+        cursor = page.next_cursor
+        if cursor is None:
+            break
+    found = found[:wanted]
+    if args.json:
+        print_json(found)
+        return
+    if not found:
+        print("no sessions" + (" match" if args.status or needle else ""), file=sys.stderr)
+        return
+    rows = [
+        [
+            s.session_id,
+            s.title or "",
+            s.status,
+            count(s.message_count),
+            count(s.token_estimate),
+            when(s.updated_at),
+        ]
+        for s in found
+    ]
+    print(
+        table(
+            ["ID", "TITLE", "STATUS", "MESSAGES", "TOKENS", "LAST ACTIVITY"],
+            rows,
+            squeeze=1,
+            right=(3, 4),
+        )
+    )
+
+
+async def _show(args: argparse.Namespace, store: Store) -> None:
+    record = await store.export_session(args.session_id)
+    if args.leaf is not None and args.leaf not in {m.id for m in record.messages}:
+        raise UsageError(f"--leaf: no message {args.leaf!r} in session {args.session_id!r}")
+    if args.last is not None and args.last < 1:
+        raise UsageError("--last must be 1 or more")
+    if args.json:
+        print_json(record)
+        return
+    print(session_markdown(record, args.leaf, last=args.last, all_branches=args.all), end="")
+
+
+async def _rename(args: argparse.Namespace, store: Store) -> None:
+    info = await store.rename_session(args.session_id, args.title or None)
+    if args.json:
+        print_json(info)
+    else:
+        print(
+            f"{info.session_id}: {info.title!r}" if info.title else f"{info.session_id}: untitled"
+        )
+
+
+async def _delete(args: argparse.Namespace, store: Store) -> None:
+    infos = [await store.get_session(sid) for sid in dict.fromkeys(args.session_ids)]
+    if not args.yes:
+        described = "; ".join(
+            f"{i.session_id} ({i.title!r}, {count(i.message_count)} messages)" for i in infos
+        )
+        if not confirm(f"Delete {described}? This cannot be undone."):
+            raise UsageError("nothing deleted (confirm on a terminal, or pass --yes)")
+    results = [await store.delete_session(i.session_id) for i in infos]
+    if args.json:
+        print_json(results)
+        return
+    for r in results:
+        print(f"deleted {r.session_id} ({count(r.messages_deleted)} messages)")
+
+
+async def _fork(args: argparse.Namespace, store: Store) -> None:
+    info = await store.fork_session(args.session_id, args.at, args.title)
+    if args.json:
+        print_json(info)
+    else:
+        print(
+            f"{info.session_id}: {info.title or 'untitled'} "
+            f"({count(info.message_count)} messages, forked from {args.session_id})"
+        )
+
+
+# -- search ---------------------------------------------------------------------------------
+
+_BOLD = re.compile(r"\*\*(.+?)\*\*", re.DOTALL)
+
+
+async def _search(args: argparse.Namespace, store: Store) -> None:
+    results = await store.session_search(
+        args.query, session_id=args.session, role=args.role, limit=args.limit
+    )
+    if args.json:
+        print_json(results)
+        return
+    if not results.hits:
+        print(f"no messages contain {args.query!r}", file=sys.stderr)
+        return
+    color = sys.stdout.isatty()
+    for rank, hit in enumerate(results.hits, 1):
+        snippet = " ".join(hit.snippet.split())
+        if color:
+            snippet = _BOLD.sub("\x1b[1m\\1\x1b[0m", snippet)
+        print(
+            f"{rank}. {hit.session_title or 'untitled'} ({hit.session_id}) · {hit.role} · "
+            f"{when(hit.created_at)} · {hit.message_id}"
+        )
+        print(f"   {snippet}")
+
+
+# -- context --------------------------------------------------------------------------------
+
+
+async def _context_show(args: argparse.Namespace, store: Store) -> None:
+    if args.session is None:
+        blocks = await store.get_user_context()
+        if args.json:
+            print_json(blocks)
+            return
+        prompt = None
+    else:
+        view = await store.get_context(args.session)
+        if args.json:
+            print_json(view)
+            return
+        blocks, prompt = view.blocks, view
+    for b in blocks:
+        flags = ", read-only" if b.readonly else ""
+        print(f"## {b.label} ({b.scope}{flags}) · {b.tokens}/{b.max_tokens} tokens")
+        print(b.description)
+        print()
+        print(b.content if b.content else "*(empty)*")
+        print()
+    if prompt is not None:
+        stale = " · stale: the blocks changed since (get_context refresh renders it again)"
+        print(
+            f"## frozen system prompt · rendered {when(prompt.rendered_at)}"
+            + (stale if prompt.stale else "")
+        )
+        print()
+        print(prompt.system_prompt)
+
+
+async def _context_set(args: argparse.Namespace, store: Store) -> None:
+    text = sys.stdin.read() if args.text == "-" else args.text
+    usage = await store.update_context(
+        args.session, args.label, text, mode="append" if args.append else "replace"
+    )
+    if args.json:
+        print_json(usage)
+    else:
+        print(usage.usage)

@@ -1,0 +1,35 @@
+"""Where stores live: the data directory, the local store, and each HTTP user's store file.
+
+Kept free of the MCP SDK so the command line can find stores without importing the server.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import sys
+from pathlib import Path
+
+LOCAL_STORE = "local.db"
+USERS_DIR = "users"
+STATIC_ISSUER = "threadline:tokens"  # the issuer of users signed in by a static token
+
+
+def default_data_dir() -> Path:
+    """The platform's per-user data directory for threadline."""
+    if sys.platform == "win32":
+        base = Path(os.environ.get("LOCALAPPDATA", Path.home() / "AppData" / "Local"))
+    elif sys.platform == "darwin":
+        base = Path.home() / "Library" / "Application Support"
+    else:
+        base = Path(os.environ.get("XDG_DATA_HOME", Path.home() / ".local" / "share"))
+    return base / "threadline"
+
+
+def user_file(data_dir: Path, user: tuple[str, str]) -> Path:
+    """The store file of ``(issuer, subject)``; the same identity always maps to one file."""
+    # The issuer's length first makes the pair unambiguous (no separator a name could hold);
+    # surrogatepass keeps a lone surrogate distinct from the character a pair of them spells.
+    issuer, subject = (part.encode("utf-8", "surrogatepass") for part in user)
+    digest = hashlib.sha256(len(issuer).to_bytes(8, "big") + issuer + subject)
+    return data_dir / USERS_DIR / f"{digest.hexdigest()[:32]}.db"
