@@ -320,14 +320,14 @@ def _start(source: IO[str], name: str) -> tuple[Header, list[BlockRecord], list[
 def _kind(source: IO[str], name: str) -> Literal["json", "jsonl"]:
     first = source.readline()
     if not first.strip():
-        raise UsageError(f"{name} is empty")
+        raise UsageError(f"{'stdin' if name == '-' else name} is empty")
     try:
         value = json.loads(first)
     except json.JSONDecodeError:
         return "json"  # a document spread over lines
     if isinstance(value, dict) and value.get("type") == "header":
         return "jsonl"
-    return "json"
+    raise UsageError(f"{name} is not a threadline export (its first line is no export header)")
 
 
 def _records(source: IO[str], name: str) -> Iterator[SessionRecord]:
@@ -352,7 +352,7 @@ def _parse(text: str, where: str) -> Any:
     try:
         return json.loads(text)
     except json.JSONDecodeError as exc:
-        raise UsageError(f"{where}: not JSON ({exc.msg} at column {exc.colno})") from None
+        raise UsageError(f"{where}: not JSON ({exc.msg}, column {exc.colno})") from None
 
 
 def _untyped(value: Any, kind: str, where: str) -> dict[str, Any]:

@@ -1,0 +1,379 @@
+"""Export and import: a restore reads exactly like the original, conflicts change nothing.
+
+Stores are real files; the CLI runs in-process (``main``) except in the terminal checks, which
+run it on a pseudo-terminal to see what a person sees.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import pty
+import re
+import select
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import anyio
+import anyio.to_thread
+import pytest
+
+from tests.helpers import dump, integrity
+from threadline import Store
+from threadline.cli import main
+from threadline.paths import LOCAL_STORE
+
+pytestmark = pytest.mark.anyio
+
+
+async def build_rich(path: Path) -> list[str]:
+    """A store with every kind of fact an export must carry; returns its session ids."""
+    async with Store.open(path) as store:
+        await store.create_session(
+            title="Trip to Kyoto", session_id="trip", metadata={"tags": ["travel"], "n": 1.5}
+        )
+        first = await store.append_messages(
+            "trip",
+            [
+                {"role": "system", "content": "Be brief."},
+                *(
+                    {"role": "user" if i % 2 else "assistant", "content": f"day {i}: 竹林 " * 20}
+                    for i in range(30)
+                ),
+            ],
+        )
+        # an edit (a branch), a tool call with JSON parts, a named message with metadata
+        await store.append_messages(
+            "trip",
+            [{"role": "user", "content": "actually, Osaka?", "metadata": {"edited": True}}],
+            parent_id=first.message_ids[10],
+        )
+        await store.set_head("trip", first.message_ids[-1])
+        await store.append_messages(
+            "trip",
+            [
+                {
+                    "role": "assistant",
+                    "content": [
+                        {"type": "text", "text": "checking trains"},
+                        {"type": "tool_use", "id": "t1", "name": "rail", "input": {"q": "JR"}},
+                    ],
+                },
+                {
+                    "role": "tool",
+                    "name": "rail",
+                    "content": [{"type": "tool_result", "tool_use_id": "t1", "content": "ok"}],
+                },
+            ],
+        )
+        await store.compact_session("trip", "The plan so far: Kyoto, bamboo.", keep_last=4)
+        await store.record_usage("trip", 1200, 300, 0.0125, "model-a")
+        await store.record_usage("trip", 800, 200, None, None)
+        await store.update_context("trip", "memory", "Prefers trains.")
+        await store.update_context("trip", "scratchpad", "book the ryokan")
+        fork = await store.fork_session("trip", first.message_ids[20], title="Kyoto, cheaper")
+        await store.append_messages(fork.session_id, [{"role": "user", "content": "hostels?"}])
+        await store.create_session(title="Long one", session_id="long")
+        await store.append_messages(
+            "long", [{"role": "user", "content": f"step {i} " * 30} for i in range(40)]
+        )
+        done = await store.compact_session("long", "Steps 0-33 done.", keep_last=6, split=True)
+        assert done.new_session_id is not None
+        await store.create_session(title="empty", session_id="empty")
+        return ["trip", fork.session_id, "long", done.new_session_id, "empty"]
+
+
+async def observe(path: Path, ids: list[str]) -> dict[str, Any]:
+    """Everything a reader of the store can see of these sessions, as JSON text."""
+    seen: dict[str, Any] = {}
+    async with Store.open(path) as store:
+        for sid in dict.fromkeys(ids):
+            branches = await store.list_branches(sid)
+            seen[sid] = {
+                "info": (await store.get_session(sid)).model_dump_json(),
+                "branches": [b.model_dump_json() for b in branches],
+                "context": (await store.get_context(sid)).model_dump_json(),
+                "histories": [
+                    (
+                        await store.get_history(sid, leaf_id=b.leaf_id, include_compacted=flag)
+                    ).model_dump_json()
+                    for b in branches
+                    for flag in (False, True)
+                ],
+            }
+        seen["user"] = [b.model_dump_json() for b in await store.get_user_context()]
+        seen["search"] = (await store.session_search("竹林", limit=50)).model_dump_json()
+    return seen
+
+
+async def run(*argv: str | Path) -> int:
+    """The CLI in-process (in a thread: it runs its own event loop)."""
+    return await anyio.to_thread.run_sync(main, [str(a) for a in argv])
+
+
+def body(export: Path) -> str:
+    """An export without its first line (the header says when it was made)."""
+    return export.read_text(encoding="utf-8").split("\n", 1)[1]
+
+
+@pytest.mark.parametrize("fmt", ["jsonl", "json"])
+async def test_export_then_import_into_an_empty_data_dir_reads_exactly_the_same(
+    tmp_path: Path, fmt: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    source, target = tmp_path / "a", tmp_path / "b"
+    source.mkdir()
+    ids = await build_rich(source / LOCAL_STORE)
+    exported = tmp_path / f"export.{fmt}"
+    assert await run("export", "--format", fmt, "-o", exported, "--data-dir", source) == 0
+    assert await run("import", exported, "--data-dir", target) == 0
+    out = capsys.readouterr().out
+    assert re.search(r"imported 5 sessions \([\d,]+ messages\) and 1 user blocks", out), out
+
+    assert await observe(target / LOCAL_STORE, ids) == await observe(source / LOCAL_STORE, ids)
+    again = tmp_path / f"again.{fmt}"
+    assert await run("export", "--format", fmt, "-o", again, "--data-dir", target) == 0
+    if fmt == "jsonl":
+        assert body(again) == body(exported)  # byte for byte, but for the export time
+    else:
+        strip = re.compile(r'"exported_at": "[^"]+"')
+        assert strip.sub("", again.read_text()) == strip.sub("", exported.read_text())
+    assert integrity(target / LOCAL_STORE) == ("ok", "ok")
+
+
+async def test_the_export_names_every_fact_it_restores(tmp_path: Path) -> None:
+    await build_rich(tmp_path / LOCAL_STORE)
+    exported = tmp_path / "e.jsonl"
+    assert await run("export", "-o", exported, "--data-dir", tmp_path) == 0
+    lines = [json.loads(line) for line in exported.read_text().splitlines()]
+    header, blocks, *sessions = lines
+    assert header["type"] == "header" and header["format"] == "threadline-export"
+    assert header["sessions"] == len(sessions) == 5
+    assert header["messages"] == sum(len(s["messages"]) for s in sessions)
+    assert blocks == {
+        "type": "blocks",
+        "blocks": [{"label": "memory", "content": "Prefers trains.", "updated_at": ANY_TIME}],
+    }
+    trip = next(s for s in sessions if s["session_id"] == "trip")
+    assert trip["metadata"] == {"tags": ["travel"], "n": 1.5}
+    assert [u["cost"] for u in trip["usage"]] == [0.0125, None]
+    assert trip["blocks"][0]["content"] == "book the ryokan"
+    assert len({m["parent_id"] for m in trip["messages"]}) < len(trip["messages"])  # a tree
+    assert trip["compactions"][0]["summary"] == "The plan so far: Kyoto, bamboo."
+    assert trip["messages"][-1]["content"][0]["tool_use_id"] == "t1"
+    split = next(s for s in sessions if s["lineage"] == "split")
+    assert split["parent_session_id"] == "long"
+
+
+class _AnyTime:
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, str) and bool(re.fullmatch(r"\d{4}-\d\d-\d\dT[\d:.]+Z", other))
+
+
+ANY_TIME = _AnyTime()
+
+
+async def test_an_import_over_existing_sessions_changes_nothing_unless_told_to_skip(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    ids = await build_rich(tmp_path / LOCAL_STORE)
+    exported = tmp_path / "e.jsonl"
+    assert await run("export", "-o", exported, "--data-dir", tmp_path) == 0
+    async with Store.open(tmp_path / LOCAL_STORE) as store:
+        await store.delete_session("empty")
+        await store.update_context("trip", "memory", "Prefers planes now.")
+    before = dump(tmp_path / LOCAL_STORE)
+    capsys.readouterr()
+
+    assert await run("import", exported, "--data-dir", tmp_path) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("threadline: nothing imported: 4 sessions already exist (")
+    assert "user blocks memory hold other content" in err and err.count("\n") == 1
+    assert dump(tmp_path / LOCAL_STORE) == before
+
+    assert await run("import", exported, "--data-dir", tmp_path, "--skip-existing") == 0
+    out = capsys.readouterr().out
+    assert "imported 1 sessions (0 messages) and 0 user blocks" in out
+    assert "skipped 4 sessions that already exist" in out
+    assert "kept this store's user blocks memory" in out
+    async with Store.open(tmp_path / LOCAL_STORE) as store:
+        assert (await store.get_session("empty")).title == "empty"
+        memory = [b for b in await store.get_user_context() if b.label == "memory"]
+        assert memory[0].content == "Prefers planes now."
+    assert set(ids) >= {"trip", "long", "empty"}
+
+
+async def test_summary_ids_taken_in_the_target_are_renumbered_and_reported(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    a, b = tmp_path / "a", tmp_path / "b"
+    for d in (a, b):
+        d.mkdir()
+        async with Store.open(d / LOCAL_STORE) as store:
+            sid = "one" if d == a else "other"
+            await store.create_session(session_id=sid)
+            await store.append_messages(sid, [{"role": "user", "content": "x" * 99}] * 1)
+            await store.append_messages(
+                sid, [{"role": "user", "content": f"m{i}"} for i in range(12)]
+            )
+            await store.compact_session(sid, f"summary of {sid}", keep_last=2)
+    exported = tmp_path / "e.jsonl"
+    assert await run("export", "-o", exported, "--data-dir", a) == 0
+    assert await run("import", exported, "--data-dir", b) == 0
+    assert "session one: summary compaction:1 is now compaction:2" in capsys.readouterr().out
+    async with Store.open(b / LOCAL_STORE) as store:
+        (summary,) = [m for m in (await store.get_history("one")).messages if m.summary_of]
+        assert (summary.id, summary.content) == ("compaction:2", "summary of one")
+        (other,) = [m for m in (await store.get_history("other")).messages if m.summary_of]
+        assert other.id == "compaction:1"
+
+
+@pytest.mark.parametrize(
+    ("mangle", "error"),
+    [
+        (lambda lines: lines[:-1], "the header announces 5 sessions"),
+        (lambda lines: [*lines[:-1], lines[-1][:-20]], "not JSON"),
+        (
+            lambda lines: [*lines[:2], lines[2].replace('"role": "user"', '"role": "boss"', 1)],
+            "role: Input should be",
+        ),
+        (lambda lines: [lines[0].replace('"version": 1', '"version": 9'), *lines[1:]], "version"),
+        (lambda lines: ["[]", *lines[1:]], "not a threadline export"),
+        (lambda lines: [], "is empty"),
+    ],
+    ids=["missing-session", "truncated-line", "bad-role", "newer-format", "not-ours", "empty"],
+)
+async def test_a_damaged_export_is_refused_before_anything_is_written(
+    tmp_path: Path, mangle: Any, error: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    source = tmp_path / "a"
+    source.mkdir()
+    await build_rich(source / LOCAL_STORE)
+    exported = tmp_path / "e.jsonl"
+    assert await run("export", "-o", exported, "--data-dir", source) == 0
+    lines = exported.read_text().splitlines()
+    exported.write_text("\n".join(mangle(lines)) + "\n")
+    target = tmp_path / "b"
+    target.mkdir()
+    async with Store.open(target / LOCAL_STORE) as store:
+        await store.create_session(session_id="mine")
+    before = dump(target / LOCAL_STORE)
+    capsys.readouterr()
+    assert await run("import", exported, "--data-dir", target) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("threadline: ") and error in err and err.count("\n") == 1, err
+    assert dump(target / LOCAL_STORE) == before
+
+
+async def test_markdown_export_marks_branches_and_compactions(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    await build_rich(tmp_path / LOCAL_STORE)
+    assert await run("export", "trip", "--format", "markdown", "--data-dir", tmp_path) == 0
+    text = capsys.readouterr().out
+    assert "# context block `memory` (shared by all sessions)\n\nPrefers trains." in text
+    assert "# Trip to Kyoto" in text and "# Kyoto, cheaper" not in text  # only what was asked
+    assert "> ✂ `compaction:1`: the " in text and "The plan so far: Kyoto, bamboo." in text
+    assert "> ⎇ 1 other branch from here" in text
+    assert re.search(r"## branch ending at `[\w-]+` \(after `[\w-]+`\)", text)
+    assert "actually, Osaka?" in text  # the other branch is printed too
+    assert "checking trains" in text and '"tool_use_id": "t1"' in text
+
+
+async def test_export_of_an_unknown_session_is_one_line_and_writes_no_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(sys, "stdin", io.StringIO(""))
+    assert await run("sessions", "list", "--data-dir", tmp_path) == 2  # no store: nothing created
+    assert not (tmp_path / LOCAL_STORE).exists()
+    capsys.readouterr()
+    (tmp_path / "d").mkdir()
+    out = tmp_path / "e.jsonl"
+    assert await run("import", "-", "--data-dir", tmp_path / "d") == 2  # empty stdin
+    assert "threadline: stdin is empty" in capsys.readouterr().err
+    assert list((tmp_path / "d").iterdir()) == []  # a refused import creates no store
+    async with Store.open(tmp_path / "d" / LOCAL_STORE):
+        pass
+    assert await run("export", "nope", "-o", out, "--data-dir", tmp_path / "d") == 1
+    err = capsys.readouterr().err.splitlines()
+    assert err[-1] == "threadline: session 'nope' not found"
+    assert not out.exists() and [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+
+
+# -- on a terminal --------------------------------------------------------------------------
+
+
+def on_terminal(argv: list[str], columns: int = 100, timeout: float = 120) -> str:
+    """Run the CLI on a pseudo-terminal of ``columns`` columns; what the terminal showed."""
+    leader, follower = pty.openpty()
+    os.set_blocking(leader, False)
+    env = {**os.environ, "COLUMNS": str(columns), "LINES": "40", "TERM": "xterm"}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "threadline", *argv],
+        stdin=follower,
+        stdout=follower,
+        stderr=follower,
+        env=env,
+        close_fds=True,
+    )
+    os.close(follower)
+    chunks: list[bytes] = []
+    deadline = time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline:
+            ready, _, _ = select.select([leader], [], [], 0.2)
+            if ready:
+                try:
+                    data = os.read(leader, 65536)
+                except OSError:  # EIO: the process closed the terminal
+                    break
+                if not data:
+                    break
+                chunks.append(data)
+            elif process.poll() is not None:
+                break
+        assert process.wait(timeout=10) == 0, b"".join(chunks).decode(errors="replace")
+    finally:
+        os.close(leader)
+        if process.poll() is None:
+            process.kill()
+    return b"".join(chunks).decode()
+
+
+async def test_sessions_list_renders_as_a_table_on_a_terminal(tmp_path: Path) -> None:
+    async with Store.open(tmp_path / LOCAL_STORE) as store:
+        await store.create_session(title="A title long enough to be cut on a narrow terminal " * 2)
+        short = await store.create_session(title="Short")
+        await store.append_messages(
+            short.session_id, [{"role": "user", "content": "hi " * 400}] * 1
+        )
+    shown = on_terminal(["sessions", "list", "--data-dir", str(tmp_path)], columns=80)
+    lines = shown.replace("\r\n", "\n").rstrip("\n").split("\n")
+    assert re.match(r"ID +TITLE +STATUS +MESSAGES +TOKENS +LAST ACTIVITY$", lines[0]), shown
+    assert len(lines) == 3 and all(len(line) <= 80 for line in lines), shown
+    assert lines[1].startswith(short.session_id) and " active " in lines[1]
+    columns = [m.start() for m in re.finditer(r"MESSAGES|TOKENS|LAST", lines[0])]
+    assert lines[1][columns[1] - 1 :].split()[0] == "400"  # right-aligned under TOKENS
+    assert "…" in lines[2]  # the long title was cut to fit
+
+
+async def test_a_large_import_shows_a_progress_bar(tmp_path: Path) -> None:
+    source = tmp_path / "a"
+    source.mkdir()
+    async with Store.open(source / LOCAL_STORE) as store:
+        for s in range(6):
+            sid = (await store.create_session(title=f"s{s}")).session_id
+            for _ in range(5):
+                await store.append_messages(
+                    sid, [{"role": "user", "content": f"message {i} " * 20} for i in range(1000)]
+                )
+    exported = tmp_path / "e.jsonl"
+    assert await run("export", "-o", exported, "--data-dir", source) == 0
+    shown = on_terminal(["import", str(exported), "--data-dir", str(tmp_path / "b")])
+    frames = [f for f in re.split(r"[\r\n]+", shown) if f.startswith("importing ")]
+    assert len(frames) >= 2, shown  # drawn as it went, not only at the end
+    assert frames[-1].endswith("100%  30,000/30,000 messages") and "█" * 30 in frames[-1]
+    assert "imported 6 sessions (30,000 messages)" in shown
