@@ -8,6 +8,8 @@ from pathlib import Path
 import pytest
 
 from threadline.config import Config, ConfigError, load_config
+from threadline.paths import default_data_dir
+from threadline.storage.text import is_id, new_id
 
 CONFIGS = Path(__file__).parent.parent / "configs"
 
@@ -70,3 +72,20 @@ def test_http_settings_load_from_the_file(tmp_path: Path) -> None:
     path.write_text('[http]\nhost = "0.0.0.0"\nallow_hosts = ["threadline.example"]\nport = 9000\n')
     http = load_config(path, environ={}).http
     assert (http.host, http.port, http.allow_hosts) == ("0.0.0.0", 9000, ("threadline.example",))
+
+
+@pytest.mark.parametrize("value", ["", "relative/dir"])
+def test_an_empty_or_relative_xdg_data_home_means_the_default(
+    value: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.setenv("XDG_DATA_HOME", value)
+    assert default_data_dir() == tmp_path / ".local" / "share" / "threadline"
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg"))
+    assert default_data_dir() == tmp_path / "xdg" / "threadline"
+
+
+def test_generated_ids_never_look_like_command_line_options() -> None:
+    ids = [new_id() for _ in range(20_000)]
+    assert not [i for i in ids if i.startswith("-")]
+    assert all(len(i) == 16 and is_id(i) for i in ids) and len(set(ids)) == len(ids)

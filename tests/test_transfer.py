@@ -131,7 +131,7 @@ async def test_export_then_import_into_an_empty_data_dir_reads_exactly_the_same(
     assert await run("export", "--format", fmt, "-o", exported, "--data-dir", source) == 0
     assert await run("import", exported, "--data-dir", target) == 0
     out = capsys.readouterr().out
-    assert re.search(r"imported 5 sessions \([\d,]+ messages\) and 1 user blocks", out), out
+    assert re.search(r"imported 5 sessions \([\d,]+ messages\) and 1 user block", out), out
 
     assert await observe(target / LOCAL_STORE, ids) == await observe(source / LOCAL_STORE, ids)
     again = tmp_path / f"again.{fmt}"
@@ -196,7 +196,7 @@ async def test_an_import_over_existing_sessions_changes_nothing_unless_told_to_s
 
     assert await run("import", exported, "--data-dir", tmp_path, "--skip-existing") == 0
     out = capsys.readouterr().out
-    assert "imported 1 sessions (0 messages) and 0 user blocks" in out
+    assert "imported 1 session (0 messages) and 0 user blocks" in out
     assert "skipped 4 sessions that already exist" in out
     assert "kept this store's user blocks memory" in out
     async with Store.open(tmp_path / LOCAL_STORE) as store:

@@ -18,12 +18,19 @@ STATIC_ISSUER = "threadline:tokens"  # the issuer of users signed in by a static
 def default_data_dir() -> Path:
     """The platform's per-user data directory for threadline."""
     if sys.platform == "win32":
-        base = Path(os.environ.get("LOCALAPPDATA", Path.home() / "AppData" / "Local"))
+        base = env_dir("LOCALAPPDATA", Path.home() / "AppData" / "Local")
     elif sys.platform == "darwin":
         base = Path.home() / "Library" / "Application Support"
     else:
-        base = Path(os.environ.get("XDG_DATA_HOME", Path.home() / ".local" / "share"))
+        base = env_dir("XDG_DATA_HOME", Path.home() / ".local" / "share")
     return base / "threadline"
+
+
+def env_dir(name: str, default: Path) -> Path:
+    """A base directory from the environment; unset, empty or relative means the default
+    (as the XDG spec says), so a stray ``XDG_DATA_HOME=`` never puts data in the cwd."""
+    value = os.environ.get(name, "")
+    return Path(value) if os.path.isabs(value) else default
 
 
 def user_file(data_dir: Path, user: tuple[str, str]) -> Path:

@@ -144,8 +144,11 @@ def when(stamp: str) -> str:
     return stamp[:16].replace("T", " ")
 
 
-def count(n: int) -> str:
-    return f"{n:,}"
+def count(n: int, noun: str | None = None) -> str:
+    """``1,234``, or with a noun ``1 message`` / ``1,234 messages``."""
+    if noun is None:
+        return f"{n:,}"
+    return f"{n:,} {noun}" if n == 1 else f"{n:,} {noun}s"
 
 
 class Progress:

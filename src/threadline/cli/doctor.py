@@ -73,7 +73,8 @@ def _doctor(args: argparse.Namespace, _: None) -> int:
                 print(f"      fix: {c.fix}")
         failed = sum(c.level == "fail" for c in report.checks)
         warned = sum(c.level == "warn" for c in report.checks)
-        print(f"\n{failed} problems, {warned} warnings" if failed or warned else "\nall good")
+        summary = f"{count(failed, 'problem')}, {count(warned, 'warning')}"
+        print(f"\n{summary}" if failed or warned else "\nall good")
     return 1 if any(c.level == "fail" for c in report.checks) else 0
 
 
@@ -190,7 +191,7 @@ def _store(report: Report, path: Path, owner: str | None) -> None:
     wal = Path(f"{path}-wal")
     wal_size = wal.stat().st_size if wal.exists() else 0
     facts = (
-        f"schema {version}, {count(sessions)} sessions, {count(messages)} messages, "
+        f"schema {version}, {count(sessions, 'session')}, {count(messages, 'message')}, "
         f"{path.stat().st_size / 2**20:.1f} MiB + WAL {wal_size / 2**20:.1f} MiB"
     )
     if check != ["ok"]:

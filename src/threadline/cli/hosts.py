@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from threadline.cli.common import Commands, Env, UsageError, add_common
+from threadline.paths import env_dir
 
 NAME = "threadline"
 
@@ -45,9 +46,9 @@ def _claude_desktop() -> Path:
     if sys.platform == "darwin":
         base = Path.home() / "Library" / "Application Support"
     elif sys.platform == "win32":
-        base = Path(os.environ.get("APPDATA", Path.home() / "AppData" / "Roaming"))
+        base = env_dir("APPDATA", Path.home() / "AppData" / "Roaming")
     else:
-        base = Path(os.environ.get("XDG_CONFIG_HOME", Path.home() / ".config"))
+        base = env_dir("XDG_CONFIG_HOME", Path.home() / ".config")
     return base / "Claude" / "claude_desktop_config.json"
 
 

@@ -48,7 +48,7 @@ def header(record: SessionRecord, branches: int) -> list[str]:
     facts = [
         f"session `{record.session_id}`",
         record.status,
-        f"{count(len(record.messages))} messages",
+        f"{count(len(record.messages), 'message')}",
         f"{branches} branch{'es' if branches != 1 else ''}",
     ]
     if record.compactions:
@@ -62,7 +62,7 @@ def header(record: SessionRecord, branches: int) -> list[str]:
         lines.append(f"{word} `{record.parent_session_id}`{at}")
     if record.turns:
         lines.append(
-            f"usage: {count(record.turns)} turns, {count(record.input_tokens)} in / "
+            f"usage: {count(record.turns, 'turn')}, {count(record.input_tokens)} in / "
             f"{count(record.output_tokens)} out tokens, cost {record.cost:g}"
             + (f", last model {record.last_model}" if record.last_model else "")
         )
@@ -113,7 +113,7 @@ def _messages(
     ]
     lines: list[str] = []
     if last is not None and len(shown) > last:
-        lines += ["", f"*({count(len(shown) - last)} earlier messages not shown)*"]
+        lines += ["", f"*({count(len(shown) - last, 'earlier message')} not shown)*"]
         shown = shown[-last:]
     for n, m in enumerate(shown):
         at = index[m.id]
@@ -121,7 +121,7 @@ def _messages(
             summary = "\n".join(f"> {line}" for line in c.summary.splitlines() or [""])
             lines += [
                 "",
-                f"> ✂ `{c.summary_id}`: the {count(c.replaced)} messages from `{c.first_id}` to "
+                f"> ✂ `{c.summary_id}`: the {count(c.replaced, 'message')} from `{c.first_id}` to "
                 f"`{c.last_id}` read as this summary ({when(c.created_at)}):",
                 ">",
                 summary,

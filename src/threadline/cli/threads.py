@@ -199,7 +199,7 @@ async def _delete(args: argparse.Namespace, store: Store) -> None:
     infos = [await store.get_session(sid) for sid in dict.fromkeys(args.session_ids)]
     if not args.yes:
         described = "; ".join(
-            f"{i.session_id} ({i.title!r}, {count(i.message_count)} messages)" for i in infos
+            f"{i.session_id} ({i.title!r}, {count(i.message_count, 'message')})" for i in infos
         )
         if not confirm(f"Delete {described}? This cannot be undone."):
             raise UsageError("nothing deleted (confirm on a terminal, or pass --yes)")
@@ -208,7 +208,7 @@ async def _delete(args: argparse.Namespace, store: Store) -> None:
         print_json(results)
         return
     for r in results:
-        print(f"deleted {r.session_id} ({count(r.messages_deleted)} messages)")
+        print(f"deleted {r.session_id} ({count(r.messages_deleted, 'message')})")
 
 
 async def _fork(args: argparse.Namespace, store: Store) -> None:
@@ -218,7 +218,7 @@ async def _fork(args: argparse.Namespace, store: Store) -> None:
     else:
         print(
             f"{info.session_id}: {info.title or 'untitled'} "
-            f"({count(info.message_count)} messages, forked from {args.session_id})"
+            f"({count(info.message_count, 'message')}, forked from {args.session_id})"
         )
 
 
@@ -265,21 +265,20 @@ async def _context_show(args: argparse.Namespace, store: Store) -> None:
             print_json(view)
             return
         blocks, prompt = view.blocks, view
+    sections = []
     for b in blocks:
         flags = ", read-only" if b.readonly else ""
-        print(f"## {b.label} ({b.scope}{flags}) · {b.tokens}/{b.max_tokens} tokens")
-        print(b.description)
-        print()
-        print(b.content if b.content else "*(empty)*")
-        print()
+        sections.append(
+            f"## {b.label} ({b.scope}{flags}) · {b.tokens}/{b.max_tokens} tokens\n"
+            f"{b.description}\n\n{b.content or '*(empty)*'}"
+        )
     if prompt is not None:
         stale = " · stale: the blocks changed since (get_context refresh renders it again)"
-        print(
+        sections.append(
             f"## frozen system prompt · rendered {when(prompt.rendered_at)}"
-            + (stale if prompt.stale else "")
+            f"{stale if prompt.stale else ''}\n\n{prompt.system_prompt}"
         )
-        print()
-        print(prompt.system_prompt)
+    print("\n\n".join(sections))
 
 
 async def _context_set(args: argparse.Namespace, store: Store) -> None:

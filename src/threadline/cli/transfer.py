@@ -159,8 +159,8 @@ class _Json(_Jsonl):
 class _Markdown(_Jsonl):
     def begin(self, header: Header, blocks: list[BlockRecord]) -> None:
         self.out.write(
-            f"<!-- threadline export {header.exported_at}: {count(header.sessions)} sessions, "
-            f"{count(header.messages)} messages -->\n"
+            f"<!-- threadline export {header.exported_at}: {count(header.sessions, 'session')}, "
+            f"{count(header.messages, 'message')} -->\n"
         )
         for b in blocks:
             self.out.write(f"\n# context block `{b.label}` (shared by all sessions)\n\n")
@@ -216,7 +216,7 @@ async def _import_from(args: argparse.Namespace, env: Env, source: IO[str]) -> N
                 shown = ", ".join(taken[:5]) + (
                     f" and {len(taken) - 5} more" if len(taken) > 5 else ""
                 )
-                problems.append(f"{count(len(taken))} sessions already exist ({shown})")
+                problems.append(f"{count(len(taken), 'session')} already exist ({shown})")
             if differing:
                 problems.append(f"user blocks {', '.join(differing)} hold other content")
             raise UsageError(
@@ -258,11 +258,11 @@ async def _import_from(args: argparse.Namespace, env: Env, source: IO[str]) -> N
         return
     messages = sum(r["messages"] for r in imported)
     print(
-        f"imported {count(len(imported))} sessions ({count(messages)} messages) and "
-        f"{blocks_added} user blocks into {store.path}"
+        f"imported {count(len(imported), 'session')} ({count(messages, 'message')}) and "
+        f"{count(blocks_added, 'user block')} into {store.path}"
     )
     if taken:
-        print(f"skipped {count(len(taken))} sessions that already exist: {', '.join(taken[:10])}")
+        print(f"skipped {count(len(taken), 'session')} that already exist: {', '.join(taken[:10])}")
     if differing:
         print(f"kept this store's user blocks {', '.join(differing)} (the file's differ)")
     for r in imported:

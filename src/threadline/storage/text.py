@@ -34,8 +34,12 @@ _SKIP_KEYS = frozenset({"type", "id", "tool_use_id", "call_id", "data", "mime_ty
 
 
 def new_id() -> str:
-    """A short, unguessable id: 96 random bits as 16 url-safe characters."""
-    return secrets.token_urlsafe(12)
+    """A short, unguessable id: 96 random bits as 16 url-safe characters, never starting with
+    "-" (which a command line would take for an option)."""
+    while True:
+        value = secrets.token_urlsafe(12)
+        if value[0] != "-":
+            return value
 
 
 def is_id(value: str) -> bool:
