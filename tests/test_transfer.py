@@ -377,3 +377,38 @@ async def test_a_large_import_shows_a_progress_bar(tmp_path: Path) -> None:
     assert len(frames) >= 2, shown  # drawn as it went, not only at the end
     assert frames[-1].endswith("100%  30,000/30,000 messages") and "█" * 30 in frames[-1]
     assert "imported 6 sessions (30,000 messages)" in shown
+
+
+async def test_an_export_taken_while_a_server_writes_is_one_consistent_snapshot(
+    tmp_path: Path,
+) -> None:
+    source = tmp_path / "a"
+    source.mkdir()
+    async with Store.open(source / LOCAL_STORE) as store:
+        ids = [(await store.create_session(title=f"s{i}")).session_id for i in range(20)]
+        for sid in ids:
+            await store.append_messages(sid, [{"role": "user", "content": "x " * 50}] * 1)
+            await store.append_messages(
+                sid, [{"role": "user", "content": f"m{i} " * 50} for i in range(300)]
+            )
+        exported = tmp_path / "e.jsonl"
+        written = 0
+        async with anyio.create_task_group() as tg:
+
+            async def keep_writing() -> None:
+                nonlocal written
+                while True:
+                    for sid in ids:
+                        await store.append_messages(sid, [{"role": "user", "content": "more"}])
+                        written += 1
+                    await store.create_session(title="new")
+
+            tg.start_soon(keep_writing)
+            assert await run("export", "-o", exported, "--data-dir", source) == 0
+            tg.cancel_scope.cancel()
+    assert written > 0  # the export really overlapped with writes
+    assert await run("import", exported, "--data-dir", tmp_path / "b") == 0
+    header = json.loads(exported.read_text().split("\n", 1)[0])
+    async with Store.open(tmp_path / "b" / LOCAL_STORE) as copy:
+        counts = [(await copy.get_session(sid)).message_count for sid in ids]
+    assert sum(counts) <= header["messages"] and min(counts) >= 301

@@ -34,7 +34,6 @@ from pydantic import BaseModel, ValidationError
 from threadline.cli.common import Commands, Env, Progress, UsageError, add_common, count
 from threadline.cli.render import session_markdown
 from threadline.storage import SessionNotFound, Store, ThreadlineError
-from threadline.storage.text import now
 from threadline.storage.transfer import BlockRecord, Header, SessionRecord
 
 M = TypeVar("M", bound=BaseModel)
@@ -105,20 +104,7 @@ def _output(path: Path | None) -> Iterator[IO[str]]:
 
 async def _export_to(args: argparse.Namespace, env: Env, out: IO[str]) -> None:
     async with env.store(args) as store:
-        ids = list(dict.fromkeys(args.session_ids)) or await store.export_session_ids()
-        sizes = [(await store.get_session(sid)).message_count for sid in ids]
-        blocks = await store.export_user_blocks()
-        header = Header(exported_at=now(), sessions=len(ids), messages=sum(sizes))
-        writer = _WRITERS[args.format](out)
-        writer.begin(header, blocks)
-        progress = Progress("exporting", header.messages)
-        try:
-            for sid, size in zip(ids, sizes, strict=True):
-                writer.session(await store.export_session(sid))
-                progress.advance(size)
-        finally:
-            progress.close()
-        writer.end()
+        await store.export(_WRITERS[args.format](out), args.session_ids or None)
 
 
 def _line(kind: str, model: BaseModel) -> str:
@@ -126,38 +112,53 @@ def _line(kind: str, model: BaseModel) -> str:
 
 
 class _Jsonl:
+    """Writes an export as it is read (in the store's reader thread), with a progress bar."""
+
     def __init__(self, out: IO[str]) -> None:
         self.out = out
+        self.progress = Progress("exporting", 0)
 
     def begin(self, header: Header, blocks: list[BlockRecord]) -> None:
+        self.progress.total = header.messages
+        self.start(header, blocks)
+
+    def session(self, record: SessionRecord) -> None:
+        self.write(record)
+        self.progress.advance(len(record.messages))
+
+    def end(self) -> None:
+        self.finish()
+        self.progress.close()
+
+    def start(self, header: Header, blocks: list[BlockRecord]) -> None:
         self.out.write(_line("header", header) + "\n")
         dumped = [b.model_dump(mode="json") for b in blocks]
         self.out.write(json.dumps({"type": "blocks", "blocks": dumped}, ensure_ascii=False) + "\n")
 
-    def session(self, record: SessionRecord) -> None:
+    def write(self, record: SessionRecord) -> None:
         self.out.write(_line("session", record) + "\n")
 
-    def end(self) -> None:
+    def finish(self) -> None:
         pass
 
 
 class _Json(_Jsonl):
-    def begin(self, header: Header, blocks: list[BlockRecord]) -> None:
+    def start(self, header: Header, blocks: list[BlockRecord]) -> None:
         dumped = [b.model_dump(mode="json") for b in blocks]
         self.out.write(f'{{"header": {_line("header", header)},\n')
         self.out.write(f' "blocks": {json.dumps(dumped, ensure_ascii=False)},\n "sessions": [')
         self.first = True
 
-    def session(self, record: SessionRecord) -> None:
+    def write(self, record: SessionRecord) -> None:
         self.out.write(("\n  " if self.first else ",\n  ") + _line("session", record))
         self.first = False
 
-    def end(self) -> None:
+    def finish(self) -> None:
         self.out.write("\n ]}\n")
 
 
 class _Markdown(_Jsonl):
-    def begin(self, header: Header, blocks: list[BlockRecord]) -> None:
+    def start(self, header: Header, blocks: list[BlockRecord]) -> None:
         self.out.write(
             f"<!-- threadline export {header.exported_at}: {count(header.sessions, 'session')}, "
             f"{count(header.messages, 'message')} -->\n"
@@ -166,7 +167,7 @@ class _Markdown(_Jsonl):
             self.out.write(f"\n# context block `{b.label}` (shared by all sessions)\n\n")
             self.out.write(b.content + "\n")
 
-    def session(self, record: SessionRecord) -> None:
+    def write(self, record: SessionRecord) -> None:
         self.out.write("\n" + session_markdown(record, all_branches=True))
 
 

@@ -369,19 +369,16 @@ class Store:
 
     # -- export and import --------------------------------------------------------------
 
-    async def export_session_ids(self) -> list[str]:
-        """Every session id, oldest session first."""
-        result: list[str] = await self._r(transfer.session_ids)
+    async def export(
+        self, sink: transfer.Sink, session_ids: list[str] | None = None
+    ) -> transfer.Header:
+        """Feed ``sink`` the sessions (default: all) and user blocks, from one snapshot."""
+        result: transfer.Header = await self._r(transfer.export, sink, session_ids)
         return result
 
     async def export_session(self, session_id: str) -> transfer.SessionRecord:
         """One session as it is stored: every branch, compaction, usage record and block."""
         result: transfer.SessionRecord = await self._r(transfer.dump_session, session_id)
-        return result
-
-    async def export_user_blocks(self) -> list[transfer.BlockRecord]:
-        """The user-scoped context blocks stored (blocks at their default are not stored)."""
-        result: list[transfer.BlockRecord] = await self._r(transfer.dump_blocks)
         return result
 
     async def import_session(self, record: transfer.SessionRecord) -> transfer.ImportedSession:

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field, JsonValue
 
@@ -23,7 +23,7 @@ from threadline.config import Config, Limits
 from threadline.storage import tree, validate
 from threadline.storage.errors import InvalidInput, SessionExists
 from threadline.storage.models import Content, MessageIn, Role
-from threadline.storage.text import ID_PATTERN
+from threadline.storage.text import ID_PATTERN, now
 
 FORMAT: Literal["threadline-export"] = "threadline-export"
 VERSION: Literal[1] = 1
@@ -121,9 +121,36 @@ class ImportedSession(_Record):
 # -- export ---------------------------------------------------------------------------------
 
 
-def session_ids(conn: sqlite3.Connection) -> list[str]:
-    """Every session, oldest first."""
-    return [r[0] for r in conn.execute("SELECT id FROM sessions ORDER BY created_at, id")]
+class Sink(Protocol):
+    """Where an export goes: a header and the user blocks, each session, then the end."""
+
+    def begin(self, header: Header, blocks: list[BlockRecord]) -> None: ...
+
+    def session(self, record: SessionRecord) -> None: ...
+
+    def end(self) -> None: ...
+
+
+def export(conn: sqlite3.Connection, sink: Sink, session_ids: list[str] | None) -> Header:
+    """Feed ``sink`` the sessions named (default: all, oldest first), all from this one
+    snapshot, so an export taken while a server writes is still consistent."""
+    if session_ids is None:
+        session_ids = [
+            r[0] for r in conn.execute("SELECT id FROM sessions ORDER BY created_at, id")
+        ]
+    ids = list(dict.fromkeys(session_ids))
+    for sid in ids:
+        tree.session_row(conn, sid, "1")  # each must exist before anything is written
+    (messages,) = conn.execute(
+        "SELECT count(*) FROM messages WHERE session_id IN (SELECT value FROM json_each(?))",
+        (json.dumps(ids),),
+    ).fetchone()
+    header = Header(exported_at=now(), sessions=len(ids), messages=messages)
+    sink.begin(header, dump_blocks(conn))
+    for sid in ids:
+        sink.session(dump_session(conn, sid))
+    sink.end()
+    return header
 
 
 def dump_session(conn: sqlite3.Connection, session_id: str) -> SessionRecord:
