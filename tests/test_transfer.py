@@ -412,3 +412,42 @@ async def test_an_export_taken_while_a_server_writes_is_one_consistent_snapshot(
     async with Store.open(tmp_path / "b" / LOCAL_STORE) as copy:
         counts = [(await copy.get_session(sid)).message_count for sid in ids]
     assert sum(counts) <= header["messages"] and min(counts) >= 301
+
+
+@pytest.mark.parametrize(
+    ("edit", "error"),
+    [
+        (lambda s: s["messages"].reverse(), "is not an earlier message"),
+        (lambda s: s["messages"].append(dict(s["messages"][0])), "appears twice"),
+        (lambda s: s.update(head_id="nowhere"), "head_id: 'nowhere' is no message"),
+        (lambda s: s["compactions"][0].update(first_id=s["messages"][-1]["id"]), "not on the path"),
+        (
+            lambda s: s["messages"][1].update(id="compaction:9"),
+            "messages.1.id: String should match pattern",
+        ),
+        (
+            lambda s: s["messages"][2].update(content="a\ud800b"),
+            "messages[2].content: must be valid Unicode",
+        ),
+    ],
+    ids=["child-first", "duplicate-id", "head", "compaction-range", "reserved-id", "surrogate"],
+)
+async def test_an_export_whose_references_do_not_hold_is_refused_whole(
+    tmp_path: Path, edit: Any, error: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Sessions are checked before any is imported, so a bad last session imports nothing."""
+    source = tmp_path / "a"
+    source.mkdir()
+    await build_rich(source / LOCAL_STORE)
+    exported = tmp_path / "e.jsonl"
+    assert await run("export", "long", "empty", "trip", "-o", exported, "--data-dir", source) == 0
+    lines = exported.read_text().splitlines()
+    trip = json.loads(lines[-1])
+    assert trip["session_id"] == "trip"
+    edit(trip)
+    exported.write_text("\n".join([*lines[:-1], json.dumps(trip)]) + "\n")
+    capsys.readouterr()
+    assert await run("import", exported, "--data-dir", tmp_path / "b") == 2
+    err = capsys.readouterr().err
+    assert err.startswith("threadline: ") and error in err and err.count("\n") == 1, err
+    assert not (tmp_path / "b").exists()

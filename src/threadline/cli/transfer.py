@@ -33,7 +33,7 @@ from pydantic import BaseModel, ValidationError
 
 from threadline.cli.common import Commands, Env, Progress, UsageError, add_common, count
 from threadline.cli.render import session_markdown
-from threadline.storage import SessionNotFound, Store, ThreadlineError
+from threadline.storage import InvalidInput, SessionNotFound, Store, ThreadlineError, transfer
 from threadline.storage.transfer import BlockRecord, Header, SessionRecord
 
 M = TypeVar("M", bound=BaseModel)
@@ -282,11 +282,19 @@ async def _exists(store: Store, session_id: str) -> bool:
 def _check(source: IO[str], name: str) -> _Checked:
     """Validate every record before anything is written; the file is left at its start."""
     header, blocks, ids = _start(source, name)
+    try:
+        transfer.check_blocks(blocks)
+    except InvalidInput as exc:
+        raise UsageError(f"{name}: user {exc}") from None
     seen: set[str] = set()
     messages = 0
     for record in _records(source, name):
         if record.session_id in seen:
             raise UsageError(f"{name}: session {record.session_id} appears twice")
+        try:
+            transfer.check(record)
+        except InvalidInput as exc:
+            raise UsageError(f"{name}: session {record.session_id}: {exc}") from None
         seen.add(record.session_id)
         ids.append(record.session_id)
         messages += len(record.messages)

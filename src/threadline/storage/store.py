@@ -383,7 +383,7 @@ class Store:
 
     async def import_session(self, record: transfer.SessionRecord) -> transfer.ImportedSession:
         """Restore an exported session exactly, in one transaction; its id must be free."""
-        result: transfer.ImportedSession = await self._w(transfer.load_session, self.config, record)
+        result: transfer.ImportedSession = await self._w(transfer.load_session, record)
         return result
 
     async def user_block_conflicts(self, blocks: list[transfer.BlockRecord]) -> list[str]:

@@ -17,7 +17,7 @@ import json
 import sqlite3
 from typing import Any, Literal, Protocol
 
-from pydantic import BaseModel, ConfigDict, Field, JsonValue
+from pydantic import BaseModel, ConfigDict, Field, JsonValue, ValidationError
 
 from threadline.config import Config, Limits
 from threadline.storage import tree, validate
@@ -37,6 +37,7 @@ _RESTORE_LIMITS = Limits(
     max_metadata_bytes=2**62,
     max_title_chars=2**62,
 )
+_RESTORE = Config(limits=_RESTORE_LIMITS)
 
 
 class _Record(BaseModel):
@@ -247,14 +248,64 @@ def _json(text: str | None) -> Any:
 # -- import ---------------------------------------------------------------------------------
 
 
-def load_session(
-    conn: sqlite3.Connection, config: Config, record: SessionRecord
-) -> ImportedSession:
+def check(record: SessionRecord) -> None:
+    """The references inside a session record hold: every parent comes before its children,
+    ids are unique, and the head, compactions and blocks name what exists."""
+    sid = record.session_id
+    parents: dict[str, str | None] = {}
+    for i, m in enumerate(record.messages):
+        if m.id in parents:
+            raise InvalidInput(f"messages[{i}].id", f"{m.id!r} appears twice in session {sid!r}")
+        if m.parent_id is not None and m.parent_id not in parents:
+            raise InvalidInput(
+                f"messages[{i}].parent_id", f"{m.parent_id!r} is not an earlier message of {sid!r}"
+            )
+        parents[m.id] = m.parent_id
+        encode(m, i)
+    seen = parents.keys()
+    for i, c in enumerate(record.compactions):
+        for field in ("first_id", "last_id"):
+            if getattr(c, field) not in seen:
+                raise InvalidInput(
+                    f"compactions[{i}].{field}", f"{getattr(c, field)!r} is no message of {sid!r}"
+                )
+        at: str | None = c.last_id
+        while at is not None and at != c.first_id:
+            at = parents[at]
+        if at is None:
+            raise InvalidInput(f"compactions[{i}]", "first_id is not on the path to last_id")
+    if record.head_id is not None and record.head_id not in seen:
+        raise InvalidInput("head_id", f"{record.head_id!r} is no message of {sid!r}")
+    check_blocks(record.blocks)
+
+
+def encode(m: MessageRecord, index: int) -> tuple[Any, ...]:
+    """The stored form of a message, as ``append_messages`` computes it (size limits aside)."""
+    try:
+        message = MessageIn(
+            id=m.id, role=m.role, content=m.content, name=m.name, metadata=m.metadata
+        )
+    except ValidationError as exc:
+        raise InvalidInput(f"messages[{index}]", exc.errors()[0]["msg"]) from None
+    return tree.encode_message(message, index, _RESTORE)
+
+
+def check_blocks(blocks: list[BlockRecord]) -> None:
+    labels: set[str] = set()
+    for i, b in enumerate(blocks):
+        if b.label in labels:
+            raise InvalidInput(f"blocks[{i}].label", f"{b.label!r} appears twice")
+        if "\x00" in b.content:
+            raise InvalidInput(f"blocks[{i}].content", "must not contain NUL characters")
+        labels.add(b.label)
+
+
+def load_session(conn: sqlite3.Connection, record: SessionRecord) -> ImportedSession:
     """Insert one exported session as it was; refuse (changing nothing) if its id is taken."""
+    check(record)
     sid = record.session_id
     if conn.execute("SELECT 1 FROM sessions WHERE id = ?", (sid,)).fetchone():
         raise SessionExists(sid)
-    restore = config.model_copy(update={"limits": _RESTORE_LIMITS})
     conn.execute(
         "INSERT INTO sessions (id, title, status, metadata, parent_session_id, lineage, "
         "forked_from_message_id, system_prompt, prompt_rendered_at, input_tokens, "
@@ -281,20 +332,10 @@ def load_session(
     )
     placed: dict[str, tuple[int, int, int]] = {}  # id -> (pk, depth, path_tokens)
     for i, m in enumerate(record.messages):
-        where = f"messages[{i}]"
-        if m.id in placed:
-            raise InvalidInput(f"{where}.id", f"{m.id!r} appears twice in session {sid!r}")
         parent_pk, depth, path_tokens = None, 0, 0
         if m.parent_id is not None:
-            if m.parent_id not in placed:
-                raise InvalidInput(
-                    f"{where}.parent_id", f"{m.parent_id!r} is not an earlier message of {sid!r}"
-                )
             parent_pk, depth, path_tokens = placed[m.parent_id]
-        message = MessageIn(
-            id=m.id, role=m.role, content=m.content, name=m.name, metadata=m.metadata
-        )
-        role, content, is_json, body, name, meta, tokens = tree.encode_message(message, i, restore)
+        role, content, is_json, body, name, meta, tokens = encode(m, i)
         pk = conn.execute(
             tree.INSERT_MESSAGE,
             (
@@ -316,13 +357,8 @@ def load_session(
         assert pk is not None
         placed[m.id] = (pk, depth + 1, path_tokens + tokens)
     renumbered: dict[str, str] = {}
-    for i, c in enumerate(record.compactions):
-        ends = []
-        for field in ("first_id", "last_id"):
-            mid = getattr(c, field)
-            if mid not in placed:
-                raise InvalidInput(f"compactions[{i}].{field}", f"{mid!r} is no message of {sid!r}")
-            ends.append(placed[mid][0])
+    for c in record.compactions:
+        ends = [placed[c.first_id][0], placed[c.last_id][0]]
         wanted = int(c.summary_id.split(":")[1])
         taken = conn.execute("SELECT 1 FROM compactions WHERE pk = ?", (wanted,)).fetchone()
         pk = conn.execute(
@@ -341,11 +377,7 @@ def load_session(
         ],
     )
     _insert_blocks(conn, sid, record.blocks)
-    head_pk = None
-    if record.head_id is not None:
-        if record.head_id not in placed:
-            raise InvalidInput("head_id", f"{record.head_id!r} is no message of {sid!r}")
-        head_pk = placed[record.head_id][0]
+    head_pk = None if record.head_id is None else placed[record.head_id][0]
     conn.execute(
         "UPDATE sessions SET head_pk = ?, message_count = ?, token_estimate = ? WHERE id = ?",
         (head_pk, len(placed), tree.effective_tokens(conn, sid, head_pk), sid),
@@ -361,6 +393,7 @@ def block_conflicts(conn: sqlite3.Connection, blocks: list[BlockRecord]) -> list
 
 def load_user_blocks(conn: sqlite3.Connection, blocks: list[BlockRecord]) -> int:
     """Store user-scoped blocks the store lacks; refuse if any differs from what it holds."""
+    check_blocks(blocks)
     conflicts = block_conflicts(conn, blocks)
     if conflicts:
         raise InvalidInput(
@@ -375,13 +408,6 @@ def load_user_blocks(conn: sqlite3.Connection, blocks: list[BlockRecord]) -> int
 
 
 def _insert_blocks(conn: sqlite3.Connection, owner: str, blocks: list[BlockRecord]) -> None:
-    seen: set[str] = set()
-    for i, b in enumerate(blocks):
-        if b.label in seen:
-            raise InvalidInput(f"blocks[{i}].label", f"{b.label!r} appears twice")
-        if "\x00" in b.content:
-            raise InvalidInput(f"blocks[{i}].content", "must not contain NUL characters")
-        seen.add(b.label)
     conn.executemany(
         "INSERT INTO context_blocks (label, session_id, content, updated_at) VALUES (?, ?, ?, ?)",
         [(b.label, owner, b.content, b.updated_at) for b in blocks],
