@@ -11,6 +11,7 @@ import argparse
 import logging
 import os
 import sys
+from typing import NoReturn
 
 from threadline.cli import doctor, hosts, serve, threads, transfer
 from threadline.cli.common import Env, UsageError
@@ -20,8 +21,17 @@ from threadline.storage import ThreadlineError
 __all__ = ["main"]
 
 
+class _Parser(argparse.ArgumentParser):
+    """Command-line mistakes are one line too, naming the command and pointing at --help."""
+
+    def error(self, message: str) -> NoReturn:
+        command = self.prog.partition(" ")[2]
+        where = f"{command}: " if command else ""
+        self.exit(2, f"threadline: {where}{message} (see {self.prog} --help)\n")
+
+
 def parser() -> argparse.ArgumentParser:
-    root = argparse.ArgumentParser(
+    root = _Parser(
         prog="threadline",
         description="Persistent, parallel, isolated conversation threads over SQLite: an MCP "
         "server, and the tools to look after its threads.",

@@ -153,8 +153,12 @@ def _store(report: Report, path: Path, owner: str | None) -> None:
             f"{leftover.name} is left from an interrupted creation",
             f"remove it: rm {leftover}",
         )
+    wal = Path(f"{path}-wal")
+    # Without a WAL file no connection is open and everything is in the main file: read it as
+    # immutable, so the check creates no -wal and -shm files beside it.
+    immutable = "&immutable=1" if not wal.exists() else ""
     try:
-        conn = sqlite3.connect(f"{path.as_uri()}?mode=ro", uri=True)
+        conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro{immutable}", uri=True)
     except sqlite3.Error as exc:
         report.add("fail", what, f"cannot be opened: {exc}", "check its permissions")
         return
@@ -188,7 +192,6 @@ def _store(report: Report, path: Path, owner: str | None) -> None:
         return
     finally:
         conn.close()
-    wal = Path(f"{path}-wal")
     wal_size = wal.stat().st_size if wal.exists() else 0
     facts = (
         f"schema {version}, {count(sessions, 'session')}, {count(messages, 'message')}, "

@@ -130,8 +130,7 @@ def write_entry(path: Path, key: str, entry: dict[str, Any]) -> tuple[bool, Path
     servers[NAME] = entry
     backup = None
     if path.exists():
-        stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-        backup = path.with_name(f"{path.name}.bak-{stamp}")
+        backup = _free(path.with_name(f"{path.name}.bak-{datetime.now():%Y%m%d-%H%M%S}"))
         shutil.copy2(path, backup)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
@@ -147,6 +146,15 @@ def write_entry(path: Path, key: str, entry: dict[str, Any]) -> tuple[bool, Path
             os.unlink(temporary)
         raise
     return True, backup
+
+
+def _free(path: Path) -> Path:
+    """``path``, or ``path-2``, ``path-3``... whichever does not exist yet."""
+    candidate, n = path, 1
+    while candidate.exists():
+        n += 1
+        candidate = path.with_name(f"{path.name}-{n}")
+    return candidate
 
 
 def mentions(path: Path) -> list[str] | None:

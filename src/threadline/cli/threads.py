@@ -228,6 +228,8 @@ _BOLD = re.compile(r"\*\*(.+?)\*\*", re.DOTALL)
 
 
 async def _search(args: argparse.Namespace, store: Store) -> None:
+    if not 1 <= args.limit <= 50:
+        raise UsageError("--limit must be from 1 to 50")
     results = await store.session_search(
         args.query, session_id=args.session, role=args.role, limit=args.limit
     )
@@ -282,6 +284,9 @@ async def _context_show(args: argparse.Namespace, store: Store) -> None:
 
 
 async def _context_set(args: argparse.Namespace, store: Store) -> None:
+    spec = store.config.block(args.label)
+    if spec is not None and spec.scope == "session" and args.session is None:
+        raise UsageError(f"block {args.label!r} belongs to a session: name it with --session")
     text = sys.stdin.read() if args.text == "-" else args.text
     usage = await store.update_context(
         args.session, args.label, text, mode="append" if args.append else "replace"

@@ -91,7 +91,10 @@ def _output(path: Path | None) -> Iterator[IO[str]]:
         yield sys.stdout
         return
     path = path.expanduser()
-    fd, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent or ".")
+    try:
+        fd, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    except OSError as exc:
+        raise UsageError(f"cannot write {path}: {exc.strerror or exc}") from None
     try:
         with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as out:
             yield out
@@ -186,7 +189,10 @@ class _Checked:
 
 def _import(args: argparse.Namespace, env: Env) -> None:
     with _seekable(args.file) as source:
-        anyio.run(_import_from, args, env, source)
+        try:
+            anyio.run(_import_from, args, env, source)
+        except UnicodeDecodeError:
+            raise UsageError(f"{args.file} is not UTF-8 text, so not a threadline export") from None
 
 
 @contextlib.contextmanager
@@ -327,6 +333,7 @@ def _start(source: IO[str], name: str) -> tuple[Header, list[BlockRecord], list[
 
 
 def _kind(source: IO[str], name: str) -> Literal["json", "jsonl"]:
+    """JSONL starts with a header line; anything else must be one JSON document."""
     first = source.readline()
     if not first.strip():
         raise UsageError(f"{'stdin' if name == '-' else name} is empty")
@@ -336,7 +343,9 @@ def _kind(source: IO[str], name: str) -> Literal["json", "jsonl"]:
         return "json"  # a document spread over lines
     if isinstance(value, dict) and value.get("type") == "header":
         return "jsonl"
-    raise UsageError(f"{name} is not a threadline export (its first line is no export header)")
+    if isinstance(value, dict) and "header" in value:
+        return "json"  # a document on one line
+    raise UsageError(f"{name} is not a threadline export (it starts with no export header)")
 
 
 def _records(source: IO[str], name: str) -> Iterator[SessionRecord]:
