@@ -228,7 +228,9 @@ def fork(
     row = conn.execute("SELECT seq FROM sqlite_sequence WHERE name = 'messages'").fetchone()
     base = row[0] + 1
     # A path is a chain with depths 1..n, so the copy of the message at depth d gets
-    # pk base + d - 1 and its parent pk base + d - 2: the whole copy is one statement.
+    # pk base + d - 1 and its parent pk base + d - 2: the whole copy is one statement. A child
+    # is always stored after its parent, so along a path pk order is depth order: reading the
+    # chain's rows by pk (``IN`` walks its list in order) needs no sort and appends in pk order.
     chain = """WITH RECURSIVE chain (pk) AS (
                    VALUES (:pk) UNION ALL
                    SELECT m.parent_pk FROM chain JOIN messages m ON m.pk = chain.pk
@@ -242,7 +244,7 @@ def fork(
                    CASE WHEN m.depth = 1 THEN NULL ELSE :base + m.depth - 2 END,
                    m.depth, m.path_tokens, m.role, m.content, m.is_json, m.body, m.name,
                    m.metadata, m.tokens, m.created_at
-            FROM chain JOIN messages m ON m.pk = chain.pk ORDER BY m.depth""",
+            FROM messages m WHERE m.pk IN (SELECT pk FROM chain) ORDER BY m.pk""",
         params,
     ).rowcount
     conn.execute(
