@@ -9,8 +9,9 @@ rolled back to its savepoint and changes nothing; its neighbours still commit.
 
 A caller cancelled before the writer took its job is dropped whole; once taken, the job
 commits or rolls back whole, so a transaction is never left half-done or holding the lock.
-Search indexing runs in the same thread, in bounded chunks: inside a batch's transaction once
-``index_batch`` messages wait (so the unindexed tail stays short under load), and otherwise in
+Search indexing runs in the same thread, in bounded chunks: inside the transaction of a batch
+that added messages once ``index_batch`` wait (so the unindexed tail stays short under load; a
+batch that adds none, such as a compaction, never waits for indexing), and otherwise in
 transactions of its own when writes pause for ``index_delay``.
 Reads run on their own connections, in worker threads, in parallel with the writer.
 
@@ -123,14 +124,17 @@ class Database:
         config: Config,
         writer: sqlite3.Connection,
         maintenance: Callable[[sqlite3.Connection, int, int], int] | None = None,
+        added: Callable[[sqlite3.Connection], int] | None = None,
     ) -> None:
         """``maintenance(conn, at_least, at_most)`` does deferred work (search indexing) in the
         transaction it is given, if ``at_least`` units wait, up to ``at_most``; returns how
-        many it did."""
+        many it did. ``added(conn)`` is a number that grows whenever a write adds such work
+        (the newest message's pk); without it every batch may take a share of the work."""
         self.path = path
         self.config = config
         self._writer = writer
         self._maintenance = maintenance
+        self._added = added
         self._backlog = maintenance is not None  # work may be waiting from before we opened
         self._cond = threading.Condition()
         self._queue: list[_Pending] = []
@@ -227,6 +231,7 @@ class Database:
         single = len(batch) == 1
         try:
             conn.execute("BEGIN IMMEDIATE")
+            mark = self._added(conn) if self._added is not None else None
             for job in batch:
                 if single:
                     self._call(job, conn)
@@ -238,7 +243,7 @@ class Database:
             if single and batch[0].error is not None:
                 conn.execute("ROLLBACK")
             else:
-                self._ride_along(conn)
+                self._ride_along(conn, mark)
                 conn.execute("COMMIT")
         except BaseException:
             if conn.in_transaction:
@@ -247,11 +252,14 @@ class Database:
                 job.value = job.error = None
             raise
 
-    def _ride_along(self, conn: sqlite3.Connection) -> None:
-        """Once ``index_batch`` messages wait, index a chunk inside the batch's transaction:
-        the unindexed tail stays bounded under load, at a bounded cost per commit. Its
-        failure never fails the batch's writes."""
+    def _ride_along(self, conn: sqlite3.Connection, mark: int | None) -> None:
+        """Once ``index_batch`` messages wait, a batch that added some indexes a chunk inside
+        its transaction: the unindexed tail stays bounded under load, at a bounded cost per
+        commit, and is paid by the writes that grow it. Its failure never fails the batch's
+        writes."""
         if self._maintenance is None:
+            return
+        if mark is not None and self._added is not None and self._added(conn) == mark:
             return
         conn.execute("SAVEPOINT maintenance")
         try:

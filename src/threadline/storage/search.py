@@ -36,12 +36,17 @@ _HIT_COLUMNS = """m.pk, m.session_id, s.title, m.id, m.role, m.created_at,
 _TEXT = "coalesce(m.body, m.content)"
 
 
+def newest_pk(conn: sqlite3.Connection) -> int:
+    """The pk of the newest message ever stored (0 for none): it grows with every insert."""
+    row = conn.execute("SELECT seq FROM sqlite_sequence WHERE name = 'messages'").fetchone()
+    return int(row[0]) if row else 0
+
+
 def index_pending(conn: sqlite3.Connection, at_least: int = 1, at_most: int | None = None) -> int:
     """Index messages above the watermark, oldest first, if ``at_least`` of them wait; at most
     ``at_most`` (all if None). Returns how many it indexed."""
     (indexed,) = conn.execute("SELECT indexed_pk FROM search_state").fetchone()
-    row = conn.execute("SELECT seq FROM sqlite_sequence WHERE name = 'messages'").fetchone()
-    top = row[0] if row else 0
+    top = newest_pk(conn)
     if top - indexed < at_least:
         return 0
     if at_most is not None:

@@ -82,6 +82,7 @@ def info(conn: sqlite3.Connection, config: Config, session_id: str) -> SessionIn
         session_id,
         f"""{_SUMMARY}, metadata, lineage, forked_from_message_id,
             (SELECT id FROM messages WHERE pk = head_pk),
+            (SELECT depth FROM messages WHERE pk = head_pk),
             (SELECT count(*) FROM compactions WHERE session_id = sessions.id),
             input_tokens, output_tokens, cost, turns, last_model""",
     )
@@ -98,6 +99,7 @@ def info(conn: sqlite3.Connection, config: Config, session_id: str) -> SessionIn
         lineage,
         forked_from,
         head_id,
+        head_depth,
         comps,
         input_tokens,
         output_tokens,
@@ -119,7 +121,9 @@ def info(conn: sqlite3.Connection, config: Config, session_id: str) -> SessionIn
         lineage=lineage,
         forked_from_message_id=forked_from,
         head_id=head_id,
-        branch_count=branch_count(conn, sid),
+        # When every message is on the head's path the session is one branch: no need to
+        # look for leaves (the common case, and every fresh fork).
+        branch_count=1 if head_depth == count else branch_count(conn, sid),
         compactions=comps,
         input_tokens=input_tokens,
         output_tokens=output_tokens,
@@ -228,23 +232,32 @@ def fork(
     row = conn.execute("SELECT seq FROM sqlite_sequence WHERE name = 'messages'").fetchone()
     base = row[0] + 1
     # A path is a chain with depths 1..n, so the copy of the message at depth d gets
-    # pk base + d - 1 and its parent pk base + d - 2: the whole copy is one statement.
+    # pk base + d - 1 and its parent pk base + d - 2: the whole copy is one statement. A child
+    # is always stored after its parent, so along a path pk order is depth order: reading the
+    # chain's rows by pk (``IN`` walks its list in order) needs no sort and appends in pk order.
     chain = """WITH RECURSIVE chain (pk) AS (
                    VALUES (:pk) UNION ALL
                    SELECT m.parent_pk FROM chain JOIN messages m ON m.pk = chain.pk
                    WHERE m.parent_pk IS NOT NULL)"""
     params = {"pk": pk, "base": base, "child": child, "src": session_id}
-    copied = conn.execute(
-        f"""INSERT INTO messages (pk, session_id, id, parent_pk, depth, path_tokens, role, content,
-                                 is_json, body, name, metadata, tokens, created_at)
-            {chain}
-            SELECT :base + m.depth - 1, :child, m.id,
-                   CASE WHEN m.depth = 1 THEN NULL ELSE :base + m.depth - 2 END,
-                   m.depth, m.path_tokens, m.role, m.content, m.is_json, m.body, m.name,
-                   m.metadata, m.tokens, m.created_at
-            FROM chain JOIN messages m ON m.pk = chain.pk ORDER BY m.depth""",
-        params,
-    ).rowcount
+    # The copied rows passed the table's CHECK constraints when they were stored; checking
+    # them again costs ~0.7 us a row. (A connection flag: the writer thread runs one job at a
+    # time, and it is restored before anything else runs.)
+    conn.execute("PRAGMA ignore_check_constraints = ON")
+    try:
+        copied = conn.execute(
+            f"""INSERT INTO messages (pk, session_id, id, parent_pk, depth, path_tokens, role,
+                                     content, is_json, body, name, metadata, tokens, created_at)
+                {chain}
+                SELECT :base + m.depth - 1, :child, m.id,
+                       CASE WHEN m.depth = 1 THEN NULL ELSE :base + m.depth - 2 END,
+                       m.depth, m.path_tokens, m.role, m.content, m.is_json, m.body, m.name,
+                       m.metadata, m.tokens, m.created_at
+                FROM messages m WHERE m.pk IN (SELECT pk FROM chain) ORDER BY m.pk""",
+            params,
+        ).rowcount
+    finally:
+        conn.execute("PRAGMA ignore_check_constraints = OFF")
     conn.execute(
         f"""INSERT INTO compactions (session_id, start_pk, end_pk, summary, replaced, created_at)
             {chain}

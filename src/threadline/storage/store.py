@@ -408,7 +408,7 @@ class _Opening:
     async def _open(self) -> Store:
         config = self._config
         writer = await anyio.to_thread.run_sync(schema.open_writer, self._path, config)
-        return Store(Database(self._path, config, writer, search.index_pending))
+        return Store(Database(self._path, config, writer, search.index_pending, search.newest_pk))
 
     def __await__(self) -> Generator[Any, None, Store]:
         return self._open().__await__()
