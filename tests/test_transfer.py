@@ -115,6 +115,17 @@ async def run(*argv: str | Path) -> int:
     return await anyio.to_thread.run_sync(main, [str(a) for a in argv])
 
 
+async def rich_export(tmp_path: Path, *session_ids: str) -> Path:
+    """``build_rich`` in ``tmp_path/a``, exported (those sessions, in that order; default
+    all) to ``tmp_path/e.jsonl``."""
+    source = tmp_path / "a"
+    source.mkdir()
+    await build_rich(source / LOCAL_STORE)
+    exported = tmp_path / "e.jsonl"
+    assert await run("export", *session_ids, "-o", exported, "--data-dir", source) == 0
+    return exported
+
+
 def body(export: Path) -> str:
     """An export without its first line (the header says when it was made)."""
     return export.read_text(encoding="utf-8").split("\n", 1)[1]
@@ -249,11 +260,7 @@ async def test_summary_ids_taken_in_the_target_are_renumbered_and_reported(
 async def test_a_damaged_export_is_refused_before_anything_is_written(
     tmp_path: Path, mangle: Any, error: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    source = tmp_path / "a"
-    source.mkdir()
-    await build_rich(source / LOCAL_STORE)
-    exported = tmp_path / "e.jsonl"
-    assert await run("export", "-o", exported, "--data-dir", source) == 0
+    exported = await rich_export(tmp_path)
     lines = exported.read_text().splitlines()
     exported.write_text("\n".join(mangle(lines)) + "\n")
     target = tmp_path / "b"
@@ -436,11 +443,7 @@ async def test_an_export_whose_references_do_not_hold_is_refused_whole(
     tmp_path: Path, edit: Any, error: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """Sessions are checked before any is imported, so a bad last session imports nothing."""
-    source = tmp_path / "a"
-    source.mkdir()
-    await build_rich(source / LOCAL_STORE)
-    exported = tmp_path / "e.jsonl"
-    assert await run("export", "long", "empty", "trip", "-o", exported, "--data-dir", source) == 0
+    exported = await rich_export(tmp_path, "long", "empty", "trip")
     lines = exported.read_text().splitlines()
     trip = json.loads(lines[-1])
     assert trip["session_id"] == "trip"

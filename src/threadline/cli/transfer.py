@@ -287,7 +287,8 @@ async def _exists(store: Store, session_id: str) -> bool:
 
 def _check(source: IO[str], name: str) -> _Checked:
     """Validate every record before anything is written; the file is left at its start."""
-    header, blocks, ids = _start(source, name)
+    header, blocks = _start(source, name)
+    ids: list[str] = []
     try:
         transfer.check_blocks(blocks)
     except InvalidInput as exc:
@@ -313,7 +314,7 @@ def _check(source: IO[str], name: str) -> _Checked:
     return _Checked(header, blocks, ids)
 
 
-def _start(source: IO[str], name: str) -> tuple[Header, list[BlockRecord], list[str]]:
+def _start(source: IO[str], name: str) -> tuple[Header, list[BlockRecord]]:
     source.seek(0)
     kind = _kind(source, name)
     source.seek(0)
@@ -323,13 +324,13 @@ def _start(source: IO[str], name: str) -> tuple[Header, list[BlockRecord], list[
             raise UsageError(f"{name} is not a threadline export (no header)")
         header = _model(Header, _untyped(document["header"], "header", name), f"{name}: header")
         blocks = [_model(BlockRecord, b, f"{name}: blocks") for b in document.get("blocks", [])]
-        return header, blocks, []
+        return header, blocks
     first = _parse(source.readline(), f"{name} line 1")
     header = _model(Header, _untyped(first, "header", f"{name} line 1"), f"{name} line 1")
     second = _parse(source.readline(), f"{name} line 2")
     raw = _untyped(second, "blocks", f"{name} line 2").get("blocks", [])
     blocks = [_model(BlockRecord, b, f"{name} line 2") for b in raw]
-    return header, blocks, []
+    return header, blocks
 
 
 def _kind(source: IO[str], name: str) -> Literal["json", "jsonl"]:

@@ -335,24 +335,11 @@ def load_session(conn: sqlite3.Connection, record: SessionRecord) -> ImportedSes
         parent_pk, depth, path_tokens = None, 0, 0
         if m.parent_id is not None:
             parent_pk, depth, path_tokens = placed[m.parent_id]
-        role, content, is_json, body, name, meta, tokens = encode(m, i)
+        row = encode(m, i)
+        tokens = row[-1]
         pk = conn.execute(
             tree.INSERT_MESSAGE,
-            (
-                sid,
-                m.id,
-                parent_pk,
-                depth + 1,
-                path_tokens + tokens,
-                role,
-                content,
-                is_json,
-                body,
-                name,
-                meta,
-                tokens,
-                m.created_at,
-            ),
+            (sid, m.id, parent_pk, depth + 1, path_tokens + tokens, *row, m.created_at),
         ).lastrowid
         assert pk is not None
         placed[m.id] = (pk, depth + 1, path_tokens + tokens)

@@ -379,7 +379,8 @@ def _shorten_part(part: Any, keep: int) -> tuple[Any, bool]:
 
 
 def encode_message(message: MessageIn, index: int, config: Config) -> tuple[Any, ...]:
-    """(role, content, is_json, body, name, metadata, tokens) as stored, after the size rules."""
+    """(role, content, is_json, body, name, metadata, tokens) as stored, after the size rules:
+    the columns of ``INSERT_MESSAGE`` between ``path_tokens`` and ``created_at``, in order."""
     field = f"messages[{index}]"
     if message.id is not None and not is_id(message.id):  # compaction:N ids are reserved
         raise InvalidInput(f"{field}.id", f"must match {ID_PATTERN}")
@@ -433,7 +434,7 @@ def append(
     ids: list[str] = []
     inserted = added = 0
     for i, (message, row) in enumerate(zip(messages, encoded, strict=True)):
-        role, content, is_json, body, name, meta, tokens = row
+        role, content, is_json, _, name, meta, tokens = row
         mid = message.id
         if mid is not None:
             existing = conn.execute(
@@ -456,22 +457,7 @@ def append(
         depth += 1
         path_tokens += tokens
         cursor = conn.execute(
-            INSERT_MESSAGE,
-            (
-                session_id,
-                mid,
-                parent_pk,
-                depth,
-                path_tokens,
-                role,
-                content,
-                is_json,
-                body,
-                name,
-                meta,
-                tokens,
-                created_at,
-            ),
+            INSERT_MESSAGE, (session_id, mid, parent_pk, depth, path_tokens, *row, created_at)
         )
         parent_pk = cursor.lastrowid
         inserted += 1
