@@ -280,6 +280,22 @@ async def test_pages_of_ten_chain_through_all_25_hits_once(db_path: Path, index_
     assert set(found) == {f"hit{i:02d}" for i in range(25)}
 
 
+async def test_only_writes_that_add_messages_index_along(db_path: Path) -> None:
+    # index_delay=60: nothing is indexed because the test pauses, only along with writes.
+    config = Config(index_batch=5, index_chunk=2, index_delay=60)
+    async with Store.open(db_path, config) as store:
+        seeded = [{"role": "user", "content": f"lychee {i}"} for i in range(10)]
+        sid = (await store.create_session(messages=seeded)).session_id
+        assert watermark(db_path) == (2, 10)  # 10 wait, so the seeding write indexed a chunk
+        await store.compact_session(sid, "lychees", keep_last=2)
+        await store.rename_session(sid, "renamed")
+        await store.record_usage(sid, input_tokens=5, output_tokens=7)
+        assert watermark(db_path) == (2, 10)  # none of these added a message: none indexed
+        await store.append_messages(sid, [{"role": "user", "content": "lychee 10"}])
+        assert watermark(db_path) == (4, 11)
+        assert len((await store.session_search("lychee", limit=20)).hits) == 11
+
+
 async def test_a_search_with_exactly_limit_hits_has_no_next_cursor(any_store: Store) -> None:
     await seed(any_store, [f"kiwi {i}" for i in range(10)])
 
