@@ -25,6 +25,7 @@ from hypothesis import strategies as st
 
 from tests.helpers import integrity
 from threadline import Config, InvalidInput, SessionNotFound, Store
+from threadline.storage import search
 from threadline.storage.models import SearchHit, SearchResults
 
 STORES = ["store", "eager_store"]
@@ -178,6 +179,39 @@ async def test_a_message_repeating_the_term_ranks_above_a_single_mention(
     results = await eager_store.session_search("zeppelin")
 
     assert ids(results) == ["m0", "m1"]
+
+
+async def test_a_rare_term_weighs_more_than_a_common_one(eager_store: Store) -> None:
+    # The two hits have the same length and four mentions each: only the terms' rarity tells
+    # them apart, and it must outrank "newest first", which would put m1 first.
+    await seed(eager_store, [f"cobalt note {i}" for i in range(40)])
+    await seed(eager_store, ["cobalt walrus walrus walrus", "cobalt cobalt cobalt walrus"])
+
+    results = await eager_store.session_search("cobalt walrus")
+
+    assert ids(results) == ["m0", "m1"]
+
+
+async def test_ranking_covers_the_newest_window_then_older_hits_newest_first(
+    eager_store: Store,
+) -> None:
+    # WINDOW + 30 hits: the oldest repeats the term most, but lies outside the ranked window.
+    window = search.WINDOW
+    texts = ["quokka quokka quokka quokka quokka, the oldest"]
+    texts += [f"a quokka seen on day {i}" for i in range(window + 28)]
+    texts += ["quokka quokka quokka, one of the newest"]
+    sid = await seed(eager_store, texts)
+    last = f"m{len(texts) - 1}"
+
+    first = await eager_store.session_search("quokka", limit=5)
+    hits = await every_hit(eager_store, "quokka", session_id=sid)
+
+    assert ids(first)[0] == last  # ranked within the window
+    order = [hit.message_id for hit in hits]
+    assert sorted(order) == sorted(f"m{i}" for i in range(len(texts)))  # each exactly once
+    assert order[:window].count(last) == 1
+    older = order[window:]  # outside the window: newest first, the oldest last
+    assert older == [f"m{i}" for i in range(len(texts) - window - 1, -1, -1)]
 
 
 # -- 3. filters -------------------------------------------------------------------------------

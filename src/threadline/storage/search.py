@@ -5,9 +5,14 @@ so parts of words and CJK text are found, and the same query finds the same mess
 far indexing has got. (One known gap: letters that SQLite's trigram tokenizer does not
 case-fold, such as Cherokee, are found indexed only in the case they were written in.)
 
-A trigram FTS5 index (``fts_trigram``) finds terms of three or more characters and ranks by
-bm25. Shorter terms are checked on the candidates it finds; a query of short terms only scans
-the messages, newest first. The store's writer thread indexes in chunks, up to a watermark
+A trigram FTS5 index (``fts_trigram``) finds terms of three or more characters. Ranking is
+bm25 over the newest ``WINDOW`` indexed matches, scored here from their text (how often each
+term occurs, the message's length, and the term's rarity, counted up to ``COMMON`` messages);
+older matches follow, newest first. A common word matches most of a large store, and FTS5's
+own bm25 reads every match to rank them (two seconds for "and" in a million messages);
+the window keeps every query to a few hundred rows and favours recent conversations.
+Shorter terms are checked on the candidates the index finds; a query of short terms only
+scans the messages, newest first. The store's writer thread indexes in chunks, up to a watermark
 (``search_state.indexed_pk``): inside a write's transaction once ``index_batch`` messages
 wait, and whenever writes pause for ``index_delay``; search also scans the committed messages
 above the watermark, newest first, ahead of the ranked hits.
@@ -18,7 +23,9 @@ operators, column filters, ``C++`` or e-mail addresses are searched literally.
 
 from __future__ import annotations
 
+import math
 import sqlite3
+from collections.abc import Sequence
 from typing import Any
 
 from threadline.config import Config
@@ -30,6 +37,9 @@ from threadline.storage.tree import session_row
 SNIPPET_CHARS = 160
 MAX_OFFSET = 10_000
 TRIGRAM = 3
+WINDOW = 200  # indexed matches ranked, the newest
+COMMON = 1_000  # a term in this many messages or more weighs as common in ranking
+K1, B = 1.2, 0.75  # bm25's usual constants, as FTS5 uses them
 
 _HIT_COLUMNS = """m.pk, m.session_id, s.title, m.id, m.role, m.created_at,
                   coalesce(m.body, m.content)"""
@@ -141,14 +151,7 @@ def search(
     want = limit + 1 - len(rows)
     skip = max(0, offset - len(tail))
     if want > 0 and long:
-        match = " ".join('"' + w.replace('"', '""') + '"' for w in long)
-        rows += conn.execute(
-            f"SELECT {_HIT_COLUMNS} FROM fts_trigram f "
-            "JOIN messages m ON m.pk = f.rowid JOIN sessions s ON s.id = m.session_id "
-            f"WHERE fts_trigram MATCH ?{all_sql}{where} "
-            "ORDER BY f.rank, m.pk DESC LIMIT ? OFFSET ?",
-            [match, *all_args, *params, want, skip],
-        ).fetchall()
+        rows += _indexed(conn, long, f"{all_sql}{where}", [*all_args, *params], want, skip)
     elif want > 0:
         rows += conn.execute(
             f"SELECT {_HIT_COLUMNS} FROM messages m JOIN sessions s ON s.id = m.session_id "
@@ -163,6 +166,68 @@ def search(
         validate.encode_cursor([next_offset]) if has_more and next_offset <= MAX_OFFSET else None
     )
     return SearchResults.model_construct(hits=hits, next_cursor=next_cursor)
+
+
+def _match(words: Sequence[str]) -> str:
+    """FTS5 syntax for "every term, each as literal text"."""
+    return " ".join('"' + w.replace('"', '""') + '"' for w in words)
+
+
+def _indexed(
+    conn: sqlite3.Connection, long: list[str], where: str, args: list[Any], want: int, skip: int
+) -> list[Any]:
+    """``want`` indexed hits after the first ``skip``: the ranked window, then older matches
+    newest first. Every page slices that same order."""
+    query = (
+        f"SELECT {_HIT_COLUMNS} FROM fts_trigram f "
+        "JOIN messages m ON m.pk = f.rowid JOIN sessions s ON s.id = m.session_id "
+        f"WHERE fts_trigram MATCH ?{where}"
+    )
+    match = _match(long)
+    window = conn.execute(
+        f"{query} ORDER BY f.rowid DESC LIMIT ?", [match, *args, WINDOW]
+    ).fetchall()
+    rows = _rank(conn, window, long)[skip : skip + want]
+    if len(window) == WINDOW and skip + want > WINDOW:
+        rows += conn.execute(
+            f"{query} AND f.rowid < ? ORDER BY f.rowid DESC LIMIT ? OFFSET ?",
+            [match, *args, window[-1][0], want - len(rows), max(0, skip - WINDOW)],
+        ).fetchall()
+    return rows
+
+
+def _rank(conn: sqlite3.Connection, rows: list[Any], long: list[str]) -> list[Any]:
+    """``rows`` best first by bm25 over the terms, newest first among equals.
+
+    A term's weight is its inverse document frequency; every row holds every term, so with
+    one term the weight changes no order and is not looked up.
+    """
+    if len(rows) < 2:
+        return rows
+    needles = [w.lower() for w in long]
+    weights = [1.0] if len(long) == 1 else [_rarity(conn, w) for w in long]
+    average = sum(len(row[-1]) for row in rows) / len(rows)
+
+    def score(row: Any) -> tuple[float, int]:
+        text = row[-1].lower()
+        norm = K1 * (1 - B + B * len(text) / average)
+        total = 0.0
+        for needle, weight in zip(needles, weights, strict=True):
+            count = text.count(needle)
+            total += weight * count * (K1 + 1) / (count + norm)
+        return -total, -row[0]
+
+    return sorted(rows, key=score)
+
+
+def _rarity(conn: sqlite3.Connection, term: str) -> float:
+    """bm25's inverse document frequency of ``term``, counting its messages up to ``COMMON``."""
+    (found,) = conn.execute(
+        "SELECT count(*) FROM (SELECT 1 FROM fts_trigram WHERE fts_trigram MATCH ? LIMIT ?)",
+        (_match([term]), COMMON),
+    ).fetchone()
+    total = max(newest_pk(conn), found)
+    return max(1e-6, math.log((total - found + 0.5) / (found + 0.5)))
 
 
 def _hit(row: Any, needles: list[str]) -> SearchHit:
