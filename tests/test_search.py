@@ -330,6 +330,21 @@ async def test_only_writes_that_add_messages_index_along(db_path: Path) -> None:
         assert len((await store.session_search("lychee", limit=20)).hits) == 11
 
 
+async def test_a_fork_indexes_nothing_along_and_its_copies_are_found(db_path: Path) -> None:
+    config = Config(index_batch=5, index_chunk=2, index_delay=60)
+    async with Store.open(db_path, config) as store:
+        seeded = [{"role": "user", "content": f"medlar {i}"} for i in range(10)]
+        sid = (await store.create_session(messages=seeded)).session_id
+        assert watermark(db_path) == (2, 10)
+
+        child = (await store.fork_session(sid)).session_id
+        assert watermark(db_path) == (2, 20)  # 18 wait, yet the fork indexed none
+        assert len(await every_hit(store, "medlar", session_id=child)) == 10
+
+        await store.append_messages(sid, [{"role": "user", "content": "medlar 10"}])
+        assert watermark(db_path) == (4, 21)  # the next small write indexes along again
+
+
 async def test_a_search_with_exactly_limit_hits_has_no_next_cursor(any_store: Store) -> None:
     await seed(any_store, [f"kiwi {i}" for i in range(10)])
 

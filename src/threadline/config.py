@@ -121,8 +121,8 @@ class Config(_Frozen):
     index_batch: int = Field(
         default=512,
         ge=1,
-        description="While messages keep coming, a write that adds messages also indexes a "
-        "chunk for search once this many wait.",
+        description="While messages keep coming, a write that adds messages (not a fork) also "
+        "indexes a chunk for search once this many wait.",
     )
     index_chunk: int = Field(
         default=64, ge=1, description="Messages indexed in one go (bounds the pause it causes)."

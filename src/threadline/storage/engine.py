@@ -92,13 +92,18 @@ def connect(path: Path, config: Config, *, readonly: bool = False) -> sqlite3.Co
 
 
 class _Pending:
-    __slots__ = ("error", "fn", "future", "loop", "value")
+    __slots__ = ("error", "fn", "future", "index_along", "loop", "value")
 
     def __init__(
-        self, fn: Job, loop: asyncio.AbstractEventLoop, future: asyncio.Future[Any]
+        self,
+        fn: Job,
+        loop: asyncio.AbstractEventLoop,
+        future: asyncio.Future[Any],
+        index_along: bool,
     ) -> None:
         self.fn = fn
         self.loop = loop
+        self.index_along = index_along
         self.future = future
         self.value: Any = None
         self.error: BaseException | None = None
@@ -151,11 +156,14 @@ class Database:
 
     # -- writing ------------------------------------------------------------------------
 
-    async def write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        """Run ``fn`` in a write transaction; its result comes back only once committed."""
+    async def write(self, fn: Callable[[sqlite3.Connection], T], index_along: bool = True) -> T:
+        """Run ``fn`` in a write transaction; its result comes back only once committed.
+
+        ``index_along=False``: this write alone never makes its batch index a chunk along
+        (for a write that adds far more messages than a chunk, such as a fork)."""
         self._check_open()
         loop = asyncio.get_running_loop()
-        job = _Pending(fn, loop, loop.create_future())
+        job = _Pending(fn, loop, loop.create_future(), index_along)
         with self._cond:
             self._queue.append(job)
             self._cond.notify()
@@ -243,7 +251,8 @@ class Database:
             if single and batch[0].error is not None:
                 conn.execute("ROLLBACK")
             else:
-                self._ride_along(conn, mark)
+                if any(job.index_along for job in batch):
+                    self._ride_along(conn, mark)
                 conn.execute("COMMIT")
         except BaseException:
             if conn.in_transaction:

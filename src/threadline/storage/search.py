@@ -7,15 +7,17 @@ case-fold, such as Cherokee, are found indexed only in the case they were writte
 
 A trigram FTS5 index (``fts_trigram``) finds terms of three or more characters. Ranking is
 bm25 over the newest ``WINDOW`` indexed matches, scored here from their text (how often each
-term occurs, the message's length, and the term's rarity, counted up to ``COMMON`` messages);
-older matches follow, newest first. A common word matches most of a large store, and FTS5's
-own bm25 reads every match to rank them (two seconds for "and" in a million messages);
-the window keeps every query to a few hundred rows and favours recent conversations.
-Shorter terms are checked on the candidates the index finds; a query of short terms only
-scans the messages, newest first. The store's writer thread indexes in chunks, up to a watermark
-(``search_state.indexed_pk``): inside a write's transaction once ``index_batch`` messages
-wait, and whenever writes pause for ``index_delay``; search also scans the committed messages
-above the watermark, newest first, ahead of the ranked hits.
+term occurs, the message's length, and the term's rarity, counted up to ``COMMON``
+messages); older matches follow, newest first. A common word matches most of a large store,
+and FTS5's own bm25 reads every match to rank them (two seconds for "and" in a million
+messages); the window keeps every query to a few hundred rows and favours recent
+conversations. Shorter terms are checked on the candidates the index finds; a query of short
+terms only scans the messages, newest first.
+
+The store's writer thread indexes in chunks, up to a watermark (``search_state.indexed_pk``):
+inside the transaction of a write that adds messages (not a fork) once ``index_batch`` wait,
+and whenever writes pause for ``index_delay``. Search also scans the committed messages above
+the watermark, newest first, ahead of the ranked hits.
 
 User text is never FTS syntax: it is split on white space and each term is quoted, so quotes,
 operators, column filters, ``C++`` or e-mail addresses are searched literally.
