@@ -27,7 +27,8 @@ SHORT = {
     "openai-agents AdvancedSQLiteSession, same workload": "SDK AdvancedSQLiteSession",
     "raw SELECT WHERE session_id ORDER BY pk DESC": "raw SELECT ORDER BY pk",
     "raw recursive CTE walk from head (50 rows)": "raw CTE walk (50 rows)",
-    "raw FTS5 MATCH ... ORDER BY rank LIMIT 10": "raw FTS5 MATCH",
+    "raw FTS5 MATCH ... ORDER BY rank LIMIT 10": "raw FTS5 MATCH, bm25 of all",
+    "raw FTS5 MATCH ... ORDER BY rowid DESC LIMIT 200": "raw FTS5 MATCH, newest 200",
     "noop tool, same server and transport": "noop tool",
 }
 
