@@ -11,8 +11,9 @@ A caller cancelled before the writer took its job is dropped whole; once taken, 
 commits or rolls back whole, so a transaction is never left half-done or holding the lock.
 Search indexing runs in the same thread, in bounded chunks: inside the transaction of a batch
 that added messages once ``index_batch`` wait (so the unindexed tail stays short under load; a
-batch that adds none, such as a compaction, never waits for indexing), and otherwise in
-transactions of its own when writes pause for ``index_delay``.
+batch that adds none, such as a compaction, never waits for indexing, nor does a batch of
+writes that all declined it, such as a fork), and otherwise in transactions of its own when
+writes pause for ``index_delay``.
 Reads run on their own connections, in worker threads, in parallel with the writer.
 
 The writer resolves asyncio futures, so the store runs under asyncio (as the MCP SDK does).
