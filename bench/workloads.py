@@ -27,7 +27,7 @@ from bench.text import WordSalad
 from threadline import Store
 from threadline.config import Config
 from threadline.storage.engine import Database
-from threadline.storage.search import WINDOW
+from threadline.storage.search import WINDOW, fts_match
 
 clock = time.perf_counter
 
@@ -560,7 +560,7 @@ def queries_for(raw: sqlite3.Connection, salad: WordSalad, count: int) -> list[s
 
 def fts_query(query: str) -> str:
     """Threadline's MATCH expression for a query: every term quoted (literal text)."""
-    return " ".join('"' + w.replace('"', '""') + '"' for w in dict.fromkeys(query.split()))
+    return fts_match(list(dict.fromkeys(query.split())))
 
 
 _RAW_RANK = "raw FTS5 MATCH ... ORDER BY rank LIMIT 10"
@@ -590,9 +590,10 @@ async def search(big: BigStore, sizes: Sizes, salad: WordSalad, results: Results
                 found = await store.session_search(q, limit=10)
                 tl.add(clock() - t0)
                 hits.append(len(found.hits))
+                match = fts_query(q)
                 for label, sql in _RAW_SEARCHES.items():
                     t0 = clock()
-                    raw.execute(sql, (fts_query(q),)).fetchall()
+                    raw.execute(sql, (match,)).fetchall()
                     bases[label].add(clock() - t0)
         finally:
             raw.close()
@@ -613,12 +614,6 @@ async def search(big: BigStore, sizes: Sizes, salad: WordSalad, results: Results
             results.add(Row(work, f"p{pct}", ms, "ms", "lower", label, base_ms))
 
 
-async def _first_write(store: Store, big: BigStore) -> None:
-    """An untimed write: a store's first write waits for its integrity check
-    (``PRAGMA quick_check`` reads the whole file: about 0.6 s at 200,000 messages)."""
-    await store.rename_session(big.large, "the large session")
-
-
 async def fork_and_compact(big: BigStore, sizes: Sizes, results: Results) -> None:
     """Workload 5: fork the large session; compact ``filler``-message sessions (keep_last=10)."""
     forks, compactions = Latencies(), Latencies()
@@ -626,7 +621,9 @@ async def fork_and_compact(big: BigStore, sizes: Sizes, results: Results) -> Non
         "Summary of the conversation so far: " + "the plan, the facts, the open questions. " * 8
     )
     async with Store.open(big.path) as store:
-        await _first_write(store, big)
+        # Untimed: a store's first write waits for its integrity check (``PRAGMA
+        # quick_check`` reads the whole file: about 0.6 s at 200,000 messages).
+        await store.rename_session(big.large, "the large session")
         for _ in range(sizes.fork_runs):
             t0 = clock()
             child = await store.fork_session(big.large)

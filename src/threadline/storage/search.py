@@ -170,7 +170,7 @@ def search(
     return SearchResults.model_construct(hits=hits, next_cursor=next_cursor)
 
 
-def _match(words: Sequence[str]) -> str:
+def fts_match(words: Sequence[str]) -> str:
     """FTS5 syntax for "every term, each as literal text"."""
     return " ".join('"' + w.replace('"', '""') + '"' for w in words)
 
@@ -185,11 +185,11 @@ def _indexed(
         "JOIN messages m ON m.pk = f.rowid JOIN sessions s ON s.id = m.session_id "
         f"WHERE fts_trigram MATCH ?{where}"
     )
-    match = _match(long)
+    match = fts_match(long)
     window = conn.execute(
         f"{query} ORDER BY f.rowid DESC LIMIT ?", [match, *args, WINDOW]
     ).fetchall()
-    rows = _rank(conn, window, long)[skip : skip + want]
+    rows = _rank(conn, window, long)[skip : skip + want] if skip < len(window) else []
     if len(window) == WINDOW and skip + want > WINDOW:
         rows += conn.execute(
             f"{query} AND f.rowid < ? ORDER BY f.rowid DESC LIMIT ? OFFSET ?",
@@ -207,7 +207,11 @@ def _rank(conn: sqlite3.Connection, rows: list[Any], long: list[str]) -> list[An
     if len(rows) < 2:
         return rows
     needles = [w.lower() for w in long]
-    weights = [1.0] if len(long) == 1 else [_rarity(conn, w) for w in long]
+    if len(long) == 1:
+        weights = [1.0]
+    else:
+        total = newest_pk(conn)
+        weights = [_rarity(conn, w, total) for w in long]
     average = sum(len(row[-1]) for row in rows) / len(rows)
 
     def score(row: Any) -> tuple[float, int]:
@@ -222,13 +226,14 @@ def _rank(conn: sqlite3.Connection, rows: list[Any], long: list[str]) -> list[An
     return sorted(rows, key=score)
 
 
-def _rarity(conn: sqlite3.Connection, term: str) -> float:
-    """bm25's inverse document frequency of ``term``, counting its messages up to ``COMMON``."""
+def _rarity(conn: sqlite3.Connection, term: str, total: int) -> float:
+    """bm25's inverse document frequency of ``term`` among ``total`` messages, counting its
+    messages up to ``COMMON``."""
     (found,) = conn.execute(
         "SELECT count(*) FROM (SELECT 1 FROM fts_trigram WHERE fts_trigram MATCH ? LIMIT ?)",
-        (_match([term]), COMMON),
+        (fts_match([term]), COMMON),
     ).fetchone()
-    total = max(newest_pk(conn), found)
+    total = max(total, found)
     return max(1e-6, math.log((total - found + 0.5) / (found + 0.5)))
 
 
