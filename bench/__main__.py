@@ -7,6 +7,7 @@ extra (``pip install -e '.[bench]'``); without them, their rows and the chart ar
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import math
 import os
@@ -21,7 +22,7 @@ from typing import Any
 
 import anyio
 
-from bench import peers
+from bench import peers, recall
 from bench.http import end_to_end
 from bench.plot import MISSING, plot
 from bench.stats import Row, table
@@ -39,6 +40,8 @@ WORKLOADS: dict[str, tuple[str, Workload]] = {
     ),
     "http": ("6. end to end: streamable HTTP, stdio, in memory, against a no-op tool", end_to_end),
 }
+# Its data comes from a file: bound to --locomo in run().
+RECALL = ("recall", "8. search recall on LoCoMo conversations (--locomo FILE)")
 
 
 def _version(name: str) -> str | None:
@@ -103,20 +106,29 @@ def parse(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--only",
         nargs="+",
-        choices=sorted(WORKLOADS),
+        choices=sorted([*WORKLOADS, RECALL[0]]),
         metavar="NAME",
-        help=f"run only these workloads ({', '.join(WORKLOADS)})",
+        help=f"run only these workloads ({', '.join([*WORKLOADS, RECALL[0]])})",
     )
     parser.add_argument("--seed", type=int, default=1, help="text generator seed (default 1)")
+    parser.add_argument(
+        "--locomo",
+        type=Path,
+        metavar="FILE",
+        help="LoCoMo conversations (JSON) for the recall workload; without it, it is skipped",
+    )
     return parser.parse_args(argv)
 
 
-async def run(sizes: Sizes, seed: int, only: Sequence[str] | None) -> tuple[Results, float]:
+async def run(
+    sizes: Sizes, seed: int, only: Sequence[str] | None, locomo: Path | None = None
+) -> tuple[Results, float]:
     salad = WordSalad(seed)
     results = Results()
     timings: dict[str, float] = {}
     start = time.perf_counter()
-    for name, (title, workload) in WORKLOADS.items():
+    workloads = {**WORKLOADS, RECALL[0]: (RECALL[1], functools.partial(recall.recall, locomo))}
+    for name, (title, workload) in workloads.items():
         if only and name not in only:
             continue
         print(f"running {title} ...", file=sys.stderr, flush=True)
@@ -136,7 +148,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"threadline bench ({sizes.name}) {env['date']}: Python {env['python']}, "
         f"SQLite {env['sqlite']}, {env['cpus']} CPUs, {env['platform']}"
     )
-    results, seconds = anyio.run(run, sizes, args.seed, args.only)
+    results, seconds = anyio.run(run, sizes, args.seed, args.only, args.locomo)
     results.rows.sort(key=_number)  # workload 7 runs inside 3-5; the table follows the numbers
     print()
     print(table(results.rows))

@@ -3,8 +3,9 @@
 The raw loops write the same rows threadline writes into a table shaped like threadline's
 ``messages`` table (same columns, primary key, unique key and index), on a connection set up
 the way threadline's is (WAL, ``synchronous=NORMAL``, autocommit mode with explicit
-transactions). With ``index=True`` each row is also added to an external-content trigram FTS5
-table in the same transaction: the search-index work threadline does (threadline defers it
+transactions). With ``index=True`` each row is also added to the two external-content FTS5
+tables threadline keeps (trigram and stemmed words) in the same transaction: the
+search-index work threadline does (threadline defers it
 and does it in batches). Rows are prepared before timing starts, so the loops measure
 SQLite's work alone. What the raw loops leave out: the ``sessions`` row threadline updates on
 every append (head pointer, counts, token estimate), its foreign-key check, validation, ids
@@ -46,12 +47,18 @@ RAW_FTS = (
     "CREATE VIEW message_text (pk, body) AS SELECT pk, coalesce(body, content) FROM messages",
     """CREATE VIRTUAL TABLE fts_trigram USING fts5 (
         body, content = 'message_text', content_rowid = 'pk', tokenize = 'trigram')""",
+    """CREATE VIRTUAL TABLE fts_words USING fts5 (
+        body, content = 'message_text', content_rowid = 'pk',
+        tokenize = 'porter unicode61 remove_diacritics 2')""",
 )
 
 _INSERT = """INSERT INTO messages (session_id, id, parent_pk, depth, path_tokens, role, content,
     is_json, body, name, metadata, tokens, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, 0, NULL,
     NULL, NULL, ?, ?)"""
-_INDEX = "INSERT INTO fts_trigram (rowid, body) VALUES (?, ?)"
+_INDEX = (
+    "INSERT INTO fts_trigram (rowid, body) VALUES (?, ?)",
+    "INSERT INTO fts_words (rowid, body) VALUES (?, ?)",
+)
 
 _ID_CHARS = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
 
@@ -159,7 +166,8 @@ def append_loop(path: Path, rows: Sequence[RawMessage], *, index: bool, batch: i
                 pk = conn.execute(_INSERT, chains.params(m)).lastrowid
                 assert pk is not None
                 if index:
-                    conn.execute(_INDEX, (pk, m.content))
+                    for sql in _INDEX:
+                        conn.execute(sql, (pk, m.content))
                 chains.done(m, pk)
             conn.execute("COMMIT")
             latencies.add(clock() - t0)

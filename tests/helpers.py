@@ -17,7 +17,7 @@ from mcp.types import CallToolResult
 
 
 def integrity(path: Path) -> tuple[str, str]:
-    """(``PRAGMA integrity_check``, FTS5 integrity check) on a fresh connection.
+    """(``PRAGMA integrity_check``, FTS5 integrity checks of both indexes) on a fresh connection.
 
     The FTS check runs with rank 1, so it also compares the index with the messages: an entry
     left by a deleted message, or a message never indexed, fails it. Close the store first
@@ -26,7 +26,8 @@ def integrity(path: Path) -> tuple[str, str]:
     conn = sqlite3.connect(path)
     try:
         check = conn.execute("PRAGMA integrity_check").fetchone()[0]
-        conn.execute("INSERT INTO fts_trigram (fts_trigram, rank) VALUES ('integrity-check', 1)")
+        for table in ("fts_trigram", "fts_words"):
+            conn.execute(f"INSERT INTO {table} ({table}, rank) VALUES ('integrity-check', 1)")
         return check, "ok"
     finally:
         conn.close()

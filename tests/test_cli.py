@@ -25,7 +25,7 @@ from typing import Any
 import anyio
 import pytest
 
-from tests.helpers import dump
+from tests.helpers import dump, integrity
 from threadline import Store
 from threadline.cli import hosts, main
 from threadline.paths import LOCAL_STORE, STATIC_ISSUER, USERS_DIR, user_file
@@ -401,9 +401,45 @@ def test_search_filters(
         assert {h["role"] for h in hits} == roles
 
 
+def test_search_context_shows_the_exchange_around_each_hit(cli: Cli, seeded: Seeded) -> None:
+    result = cli("search", "pratt", "--context", "1")
+    assert result.code == 0 and result.err == ""
+    lines = result.out.splitlines()
+    assert lines[0].startswith("1. Refactor the parser (parser) · assistant")
+    assert lines[1:] == [
+        "     user: the tokenizer drops unicode",
+        "   > assistant: use a **Pratt** parser for temples",
+    ]
+    hit = cli("search", "pratt", "--context", "1", "--json").json()["hits"][0]
+    assert [n["message_id"] for n in hit["before"]] == ["p1"] and hit["after"] == []
+
+
+def test_search_orders_by_time_and_bounds_it(cli: Cli, seeded: Seeded) -> None:
+    oldest = cli("search", "temples", "--order", "oldest", "--json").json()["hits"]
+    newest = cli("search", "temples", "--order", "newest", "--json").json()["hits"]
+    assert [h["message_id"] for h in oldest] == [h["message_id"] for h in reversed(newest)]
+    assert oldest[0]["message_id"] == "t1" and newest[0]["message_id"] == "p2"
+    assert cli("search", "temples", "--after", "2999-01-01", "--json").json()["hits"] == []
+    assert len(cli("search", "temples", "--before", "2999-01-01", "--json").json()["hits"]) == 9
+
+
+@pytest.mark.parametrize(
+    ("options", "code", "needle"),
+    [
+        (["--after", "yesterday"], 1, "after: must be an ISO 8601 date or time"),
+        (["--after", "2026-03-02", "--before", "2026-03-01"], 1, "must be later than after"),
+        (["--context", "6"], 2, "--context must be from 0 to 5"),
+    ],
+)
+def test_search_refuses_bad_bounds_and_options(
+    cli: Cli, seeded: Seeded, options: list[str], code: int, needle: str
+) -> None:
+    refused(cli("search", "temples", *options), code, needle)
+
+
 def test_search_without_hits_says_so_on_stderr(cli: Cli, seeded: Seeded) -> None:
     result = cli("search", "zebra")
-    assert (result.code, result.out, result.err) == (0, "", "no messages contain 'zebra'\n")
+    assert (result.code, result.out, result.err) == (0, "", "no messages match 'zebra'\n")
     assert cli("search", "zebra", "--json").json() == {"hits": [], "next_cursor": None}
 
 
@@ -594,6 +630,7 @@ def test_search_limit_out_of_range_is_a_usage_error(cli: Cli, seeded: Seeded, li
             "(see threadline sessions list --help)",
         ),
         (["sessions", "frobnicate"], 2, "threadline: sessions: argument VERB: invalid choice"),
+        (["search", "x", "--order", "random"], 2, "search: argument --order: invalid choice"),
     ],
 )
 def test_a_real_process_exits_with_the_code_and_no_traceback(
@@ -828,7 +865,7 @@ def test_doctor_on_a_healthy_store(cli: Cli, seeded: Seeded, data_dir: Path, hom
         (messages,) = conn.execute("SELECT count(*) FROM messages").fetchone()
     facts = f"ok    store local.db (local): schema {LATEST}, 4 sessions, {messages} messages, "
     assert facts in result.out
-    assert "; quick_check ok" in result.out
+    assert "; search index up to date; quick_check ok" in result.out
     assert "warn  MCP hosts: no host config mentions threadline" in lines
     assert lines[-1] == "0 problems, 1 warning"
     code, found = checks(cli)
@@ -872,6 +909,28 @@ def test_doctor_reports_what_is_wrong(cli: Cli, seeded: Seeded, data_dir: Path, 
     assert text.count("FAIL  store ") == 3
     assert "      fix: upgrade threadline" in text
     assert text.splitlines()[-1].startswith("3 problems")
+
+
+def test_doctor_reports_a_word_index_still_to_build(
+    cli: Cli, seeded: Seeded, data_dir: Path, home: Path
+) -> None:
+    with closing(sqlite3.connect(seeded.path)) as conn:
+        conn.execute("INSERT INTO fts_words (fts_words) VALUES ('delete-all')")
+        conn.execute(
+            "INSERT INTO fts_words (rowid, body) "
+            "SELECT pk, coalesce(body, content) FROM messages WHERE pk <= 2"
+        )
+        conn.execute("UPDATE search_state SET words_pk = 2")
+        conn.commit()
+        (indexed,) = conn.execute("SELECT indexed_pk FROM search_state").fetchone()
+
+    code, found = checks(cli)
+    store = check(found, "store local.db")
+    assert code == 0 and store["level"] == "warn"
+    assert f"word index built up to message #2 of #{indexed}" in store["detail"]
+    cli("sessions", "list")  # opening the store builds the rest
+    assert "search index up to date" in check(checks(cli)[1], "store local.db")["detail"]
+    assert integrity(seeded.path) == ("ok", "ok")
 
 
 def test_doctor_warns_of_a_leftover_creation_file(
@@ -1148,7 +1207,8 @@ HELP: dict[str, list[str]] = {
     "sessions rename": ["session_id", "title", "removes it"],
     "sessions delete": ["session_id", "--yes", "confirmation"],
     "sessions fork": ["--at", "--title", "(fork)"],
-    "search": ["query", "--session", "--role", "--limit", "1-50"],
+    "search": ["query", "--session", "--role", "--after", "--before", "--order", "--context",
+               "--limit", "1-50", "double quotes"],
     "context": ["show", "set"],
     "context show": ["--session", "--json", "--user"],
     "context set": ["label", "text", "--session", "--append", "standard input"],

@@ -7,7 +7,7 @@ the path and the compactions on it; compactions as an overlay chosen by the rang
 (``keep_first``, an exact explicit ``keep_last`` or the default tail with its token budget,
 tool results never split off, a range that takes in a summary extends it), with ``split``;
 context blocks (user scope shared, session scope per session, limits, read-only) and the
-frozen system prompt; usage totals; search (every term a case-insensitive substring, AND).
+frozen system prompt; usage totals; search (which messages a query finds: ``matching``).
 
 After every step every live session is read back (history plain and with
 ``include_compacted``, branches, session info, context) and compared with the model; a few
@@ -68,6 +68,7 @@ from threadline import (
     ThreadlineError,
 )
 from threadline.config import Compaction
+from threadline.storage import search
 
 EXAMPLES = int(os.environ.get("THREADLINE_MODEL_EXAMPLES", "0") or 0)
 STEPS = int(os.environ.get("THREADLINE_MODEL_STEPS", "40"))
@@ -127,6 +128,25 @@ def is_tool_result(role: str, content: Any) -> bool:
 def term_matches(term: str, text: str) -> bool:
     """A query term is a case-insensitive substring of the text (Python's lower-casing)."""
     return term.lower() in text.lower()
+
+
+_STEMS = search._Tokenizer()  # the word index's stemmer, as the oracle of word forms
+
+
+def matching(query: str, texts: dict[Any, str]) -> set[Any]:
+    """The keys of the texts a query finds (README "Search"): with a quoted phrase, those
+    holding every term; else, or when none does, those holding a word of the query (its stop
+    words left out unless it is all stop words), stems compared; a query without a quoted
+    phrase and with no word stored finds those holding every term."""
+    parsed = search.parse(query, DEFAULTS)
+    exact = {k for k, text in texts.items() if all(term_matches(t, text) for t in parsed.terms)}
+    if parsed.exact and exact:
+        return exact
+    wanted = set().union(*_STEMS.stems(parsed.words)) if parsed.words else set()
+    keys = list(texts)
+    found = _STEMS.stems([texts[k] for k in keys])
+    ranked = {k for k, stems in zip(keys, found, strict=True) if stems & wanted}
+    return ranked if ranked or parsed.exact else exact
 
 
 @dataclass
@@ -851,7 +871,8 @@ class StoreMachine(RuleBasedStateMachine):
     @rule(data=st.data())
     def search_substring(self, data: st.DataObject) -> None:
         """Any piece of stored text (ASCII letters in any case), alone or with a second term,
-        over everything or one session or one role, finds exactly what holds every term."""
+        quoted or not, over everything or one session or one role, finds exactly the messages
+        ``matching`` says."""
         assert self.store is not None
         texts = [body(m.content) for s in self.live.values() for m in s.msgs.values()]
         texts = [t for t in texts if t.strip()]
@@ -869,17 +890,22 @@ class StoreMachine(RuleBasedStateMachine):
         if not terms:
             return
         query = " ".join(terms)
+        if '"' not in query and data.draw(st.booleans(), label="quoted"):
+            query = f'"{terms[0]}" ' + " ".join(terms[1:])
         where = data.draw(st.sampled_from(["all", "all", "session"]), label="where")
         sid = self.pick(data).sid if where == "session" else None
         role = data.draw(st.sampled_from([None, None, "user", "assistant", "tool"]), label="role")
         got = self.call(search_all, self.store, query, session_id=sid, role=role)
-        want = {
-            (s.sid, m.id)
-            for s in self.live.values()
-            if sid in (None, s.sid)
-            for m in s.msgs.values()
-            if role in (None, m.role) and all(term_matches(t, body(m.content)) for t in terms)
-        }
+        want = matching(
+            query,
+            {
+                (s.sid, m.id): body(m.content)
+                for s in self.live.values()
+                if sid in (None, s.sid)
+                for m in s.msgs.values()
+                if role in (None, m.role)
+            },
+        )
         assert len(got) == len(set(got)), f"duplicate hits for {query!r}"
         assert set(got) == want, (query, sid, role)
 
@@ -1052,13 +1078,11 @@ class StoreMachine(RuleBasedStateMachine):
             for value in s.frozen:
                 assert f"<value>\n{value}\n</value>" in view.system_prompt, sid
         assert missing == dict.fromkeys(self.dead, "SessionNotFound")
+        texts = {
+            (s.sid, m.id): body(m.content) for s in self.live.values() for m in s.msgs.values()
+        }
         for query, got in hits.items():
-            want = {
-                (s.sid, m.id)
-                for s in self.live.values()
-                for m in s.msgs.values()
-                if term_matches(query, body(m.content))
-            }
+            want = matching(query, texts)
             assert len(got) == len(set(got)), f"duplicate hits for {query!r}"
             assert set(got) == want, query
 

@@ -68,6 +68,13 @@ async def test_a_version_1_store_opens_with_its_content_intact(v1: Path) -> None
         assert [m.id for m in copied.messages] == ["q1", "a1", "q2"]
         hits = await store.session_search("竹林")
         assert [(h.session_id, h.message_id) for h in hits.hits] == [("trip", "a2")]
+        # Ranked by words, stems included, over what schema 1 stored (the migration built
+        # the word index): a question in plain words finds the compacted original.
+        asked = await store.session_search("What did we plan for the first day?", context=1)
+        assert ("trip", "a1") in [(h.session_id, h.message_id) for h in asked.hits]
+        planned = await store.session_search("planning", context=1)
+        assert [h.message_id for h in planned.hits] == ["q1", "q1"]  # the trip and its fork
+        assert [n.message_id for n in planned.hits[0].after] == ["a1"]
     conn = sqlite3.connect(v1)
     try:
         assert conn.execute("PRAGMA user_version").fetchone() == (LATEST,)

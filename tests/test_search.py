@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import functools
+import re
 import sqlite3
 import time
 from collections.abc import Callable, Sequence
@@ -164,7 +165,7 @@ async def test_a_session_without_a_title_gives_hits_with_no_title(any_store: Sto
 # -- 2. ranking -------------------------------------------------------------------------------
 
 
-async def test_a_message_repeating_the_term_ranks_above_a_single_mention(
+async def test_among_equal_scores_more_mentions_rank_higher(
     eager_store: Store,
 ) -> None:
     # The repeated mention is stored first, so "newest first" cannot explain the order.
@@ -181,37 +182,42 @@ async def test_a_message_repeating_the_term_ranks_above_a_single_mention(
     assert ids(results) == ["m0", "m1"]
 
 
-async def test_a_rare_term_weighs_more_than_a_common_one(eager_store: Store) -> None:
-    # The two hits have the same length and four mentions each: only the terms' rarity tells
-    # them apart, and it must outrank "newest first", which would put m1 first.
+async def test_a_rare_word_weighs_more_than_a_common_one(eager_store: Store) -> None:
+    # Each hit holds one of the words; newest first would put m1 first.
     await seed(eager_store, [f"cobalt note {i}" for i in range(40)])
-    await seed(eager_store, ["cobalt walrus walrus walrus", "cobalt cobalt cobalt walrus"])
+    await seed(eager_store, ["a walrus here", "a cobalt here"])
 
     results = await eager_store.session_search("cobalt walrus")
 
-    assert ids(results) == ["m0", "m1"]
+    assert ids(results)[:2] == ["m0", "m1"]
 
 
-async def test_ranking_covers_the_newest_window_then_older_hits_newest_first(
+async def test_a_message_holding_more_of_the_words_ranks_higher(any_store: Store) -> None:
+    await seed(any_store, ["the lantern", "the harbour lantern at dusk", "harbour view"])
+
+    results = await any_store.session_search("Where is the harbour lantern?")
+
+    assert ids(results)[0] == "m1"
+    assert set(ids(results)) == {"m0", "m1", "m2"}
+
+
+async def test_ranking_covers_the_whole_store_not_the_newest_messages(
     eager_store: Store,
 ) -> None:
-    # WINDOW + 30 hits: the oldest repeats the term most, but lies outside the ranked window.
-    window = search.WINDOW
-    texts = ["quokka quokka quokka quokka quokka, the oldest"]
-    texts += [f"a quokka seen on day {i}" for i in range(window + 28)]
-    texts += ["quokka quokka quokka, one of the newest"]
+    # The best hit is the oldest of WINDOW + 100 hits: newest first would put it last.
+    count = search.WINDOW + 100
+    texts = ["a quokka and a zebra, the oldest"] + [
+        f"a zebra seen on day {i}" for i in range(count)
+    ]
     sid = await seed(eager_store, texts)
-    last = f"m{len(texts) - 1}"
 
-    first = await eager_store.session_search("quokka", limit=5)
-    hits = await every_hit(eager_store, "quokka", session_id=sid)
+    first = await eager_store.session_search("quokka zebra", limit=5)
+    hits = await every_hit(eager_store, "quokka zebra", session_id=sid)
 
-    assert ids(first)[0] == last  # ranked within the window
+    assert ids(first)[0] == "m0"
     order = [hit.message_id for hit in hits]
-    assert sorted(order) == sorted(f"m{i}" for i in range(len(texts)))  # each exactly once
-    assert order[:window].count(last) == 1
-    older = order[window:]  # outside the window: newest first, the oldest last
-    assert older == [f"m{i}" for i in range(len(texts) - window - 1, -1, -1)]
+    assert order[0] == "m0"
+    assert sorted(order) == sorted(f"m{i}" for i in range(count + 1))  # each exactly once
 
 
 # -- 3. filters -------------------------------------------------------------------------------
@@ -423,6 +429,13 @@ def _contains_every_term(text: str, query: str) -> bool:
     return all(term.casefold() in folded for term in query.split())
 
 
+def _holds_a_word_or_every_term(text: str, query: str) -> bool:
+    words = set(re.findall(r"[^\W_]+", text.lower()))
+    return _contains_every_term(text, query) or any(
+        w in words for w in re.findall(r"[^\W_]+", query.lower())
+    )
+
+
 @pytest.mark.parametrize("literal", HOSTILE + INJECTION, ids=repr)
 async def test_fts_syntax_in_a_query_is_searched_as_literal_text(
     any_store: Store, literal: str
@@ -436,11 +449,28 @@ async def test_fts_syntax_in_a_query_is_searched_as_literal_text(
 
     found = [h.message_id for h in hits]
     assert mine in found
+    assert _contains_every_term(by_id[found[0]], literal)  # as written ranks first
     assert len(found) == len(set(found))
-    # Literal AND: every hit holds every term of the query as written, so no operator,
-    # column filter or prefix query widened the match.
-    wrong = [m for m in found if not _contains_every_term(by_id[m], literal)]
+    # Every hit holds a word of the query, or every term as written: no operator, column
+    # filter or prefix query widened the match.
+    wrong = [m for m in found if not _holds_a_word_or_every_term(by_id[m], literal)]
     assert wrong == []
+
+
+@pytest.mark.parametrize("literal", HOSTILE + INJECTION, ids=repr)
+async def test_fts_syntax_in_a_quoted_query_is_searched_as_literal_text(
+    any_store: Store, literal: str
+) -> None:
+    texts = DISTRACTORS + [f"before {text} after" for text in HOSTILE + INJECTION]
+    await seed(any_store, texts)
+    by_id = {f"m{i}": text for i, text in enumerate(texts)}
+    query = f'"before" {literal}'
+
+    hits = await every_hit(any_store, query)
+
+    found = [h.message_id for h in hits]
+    assert found
+    assert [m for m in found if not _contains_every_term(by_id[m], literal)] == []
 
 
 @pytest.mark.parametrize(
@@ -452,19 +482,27 @@ async def test_a_punctuation_only_term_must_match_alongside_words(
 ) -> None:
     await seed(any_store, ["wow! great", "wow great", "ok !", "ok then", "wow, ok? sure!"])
 
-    results = await any_store.session_search(query)
+    first, rest = query.split(" ", 1)
+    exact = await any_store.session_search(f'"{first}" {rest}')
+    ranked = await any_store.session_search(query)
 
-    assert set(ids(results)) == expected
-    assert len(results.hits) == len(expected)
+    assert set(ids(exact)) == expected
+    assert len(exact.hits) == len(expected)
+    assert set(ids(ranked)[: len(expected)]) == expected  # as typed first
 
 
 @pytest.mark.parametrize("query", ["title:x", "body:before", "rank:1", "fts_words:x", "rowid:1"])
 async def test_a_column_filter_cannot_target_hidden_columns(any_store: Store, query: str) -> None:
     await seed(any_store, ["before x after", "title x body rank 1"])
 
-    results = await any_store.session_search(query)
+    exact = await any_store.session_search(f'"{query}"')
+    ranked = await every_hit(any_store, query)
 
-    assert results.hits == []
+    texts = {"m0": "before x after", "m1": "title x body rank 1"}
+    # No message holds the phrase: its words rank as usual, as plain text.
+    assert all(query not in texts[h.message_id] for h in exact.hits)
+    for hit in [*exact.hits, *ranked]:
+        assert _holds_a_word_or_every_term(texts[hit.message_id], query)
 
 
 async def test_sql_injection_is_stored_and_searched_literally_and_touches_nothing(
@@ -600,30 +638,46 @@ async def test_search_ignores_case(any_store: Store, stored: str, query: str) ->
     assert f"**{stored}**" in results.hits[0].snippet
 
 
-async def test_every_term_must_match(any_store: Store) -> None:
+async def test_a_quoted_query_needs_every_term(any_store: Store) -> None:
     await seed(
         any_store,
         ["alpha beta", "beta gamma", "alpha beta gamma", "gamma then alpha", "alphagamma"],
     )
 
-    assert set(ids(await any_store.session_search("alpha gamma"))) == {"m2", "m3", "m4"}
-    assert set(ids(await any_store.session_search("gamma alpha"))) == {"m2", "m3", "m4"}
-    assert set(ids(await any_store.session_search("alpha  beta\tgamma"))) == {"m2"}
-    assert ids(await any_store.session_search("alpha delta")) == []
+    assert set(ids(await any_store.session_search('"alpha" gamma'))) == {"m2", "m3", "m4"}
+    assert set(ids(await any_store.session_search('gamma "alpha"'))) == {"m2", "m3", "m4"}
+    assert set(ids(await any_store.session_search('"alpha"  beta\tgamma'))) == {"m2"}
+    # No message holds them all: the words rank as usual (delta is in none, alpha in three).
+    assert set(ids(await any_store.session_search('"alpha" delta'))) == {"m0", "m2", "m3"}
+
+
+async def test_an_unquoted_query_needs_any_word_and_ranks_those_with_more_first(
+    any_store: Store,
+) -> None:
+    await seed(any_store, ["alpha beta", "beta gamma", "alpha beta gamma", "delta"])
+
+    results = await any_store.session_search("alpha gamma")
+
+    assert ids(results)[0] == "m2"
+    assert set(ids(results)) == {"m0", "m1", "m2"}
+    assert ids(await any_store.session_search("alpha epsilon")) == ["m2", "m0"]
 
 
 async def test_two_letter_words_are_found(any_store: Store) -> None:
     await seed(any_store, ["go to the AI lab", "going nowhere", "the lab"])
 
-    assert ids(await any_store.session_search("AI lab")) == ["m0"]
-    assert set(ids(await any_store.session_search("go lab"))) == {"m0"}
+    assert ids(await any_store.session_search("AI lab")) == ["m0", "m2"]
+    assert ids(await any_store.session_search('"AI" lab')) == ["m0"]
+    assert set(ids(await any_store.session_search('"go" lab'))) == {"m0"}
 
 
 async def test_a_short_term_with_punctuation_is_matched_literally(any_store: Store) -> None:
     await seed(any_store, ["I write C# daily", "plain C language", "x: marks the spot", "x y"])
 
-    assert ids(await any_store.session_search("C#")) == ["m0"]
-    assert ids(await any_store.session_search("x:")) == ["m2"]
+    assert ids(await any_store.session_search('"C#"')) == ["m0"]
+    assert ids(await any_store.session_search('"x:"')) == ["m2"]
+    assert ids(await any_store.session_search("C#"))[0] == "m0"  # as typed first
+    assert ids(await any_store.session_search("x:"))[0] == "m2"
 
 
 # (id, stored text, query): letters whose case mappings differ between Python and SQLite

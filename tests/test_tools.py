@@ -168,6 +168,28 @@ async def test_search_tool(client: Client) -> None:
     assert "**Inari**" in found["hits"][0]["snippet"]
 
 
+async def test_search_tool_ranks_a_question_and_returns_the_exchange(client: Client) -> None:
+    sid = (await call(client, "create_session", title="Pets"))["session_id"]
+    await call(client, "append_messages", session_id=sid, messages=[
+        {"role": "user", "content": "Did you ever get a dog?"},
+        {"role": "assistant", "content": "Yes, a beagle named Max."},
+        {"role": "user", "content": "Max loves the beach."},
+    ])  # fmt: skip
+
+    found = await call(client, "session_search", query="What breed is my dog?", context=1)
+    (hit,) = found["hits"]
+    assert hit["snippet"] == "Did you ever get a **dog**?"
+    assert [n["text"] for n in hit["after"]] == ["Yes, a beagle named Max."]
+    oldest = await call(client, "session_search", query="max", order="oldest", after="2000-01-01")
+    assert [h["snippet"] for h in oldest["hits"]] == [
+        "Yes, a beagle named **Max**.", "**Max** loves the beach.",
+    ]  # fmt: skip
+    assert "after: must be an ISO 8601 date or time" in await fails(
+        client, "session_search", query="max", after="last week"
+    )
+    assert "context" in await fails(client, "session_search", query="max", context=9)
+
+
 async def test_resources(client: Client) -> None:
     sid = (await call(client, "create_session", title="Res"))["session_id"]
     await call(client, "append_messages", session_id=sid,

@@ -182,6 +182,7 @@ def _store(report: Report, path: Path, owner: str | None) -> None:
         sessions, messages = conn.execute(
             "SELECT (SELECT count(*) FROM sessions), (SELECT count(*) FROM messages)"
         ).fetchone()
+        index = _search_index(conn, version)
     except sqlite3.Error as exc:
         report.add(
             "fail",
@@ -205,7 +206,14 @@ def _store(report: Report, path: Path, owner: str | None) -> None:
             "export what is readable (`threadline export`), then import it into a new store",
         )
     elif version < LATEST:
-        report.add("warn", what, f"{facts}; migrates to schema {LATEST} when next opened")
+        report.add(
+            "warn",
+            what,
+            f"{facts}; migrates to schema {LATEST} when next opened (the word index for search "
+            "is built then, in resumable steps)",
+        )
+    elif index.startswith("word index"):
+        report.add("warn", what, f"{facts}; {index}", "open it once (`threadline sessions list`)")
     elif wal_size > 256 * 2**20:
         report.add(
             "warn",
@@ -214,7 +222,26 @@ def _store(report: Report, path: Path, owner: str | None) -> None:
             "a long-lived reader may block checkpoints; restart the server",
         )
     else:
-        report.add("ok", what, facts + "; quick_check ok")
+        report.add("ok", what, f"{facts}; {index}; quick_check ok")
+
+
+def _search_index(conn: sqlite3.Connection, version: int) -> str:
+    """The state of the search indexes, as a clause: how many messages each still lacks."""
+    if version < 2:
+        return "no word index yet"
+    newest = conn.execute(
+        "SELECT coalesce((SELECT seq FROM sqlite_sequence WHERE name = 'messages'), 0)"
+    ).fetchone()[0]
+    indexed, words = conn.execute("SELECT indexed_pk, words_pk FROM search_state").fetchone()
+    if words < indexed:
+        return (
+            f"word index built up to message #{words} of #{indexed} "
+            "(it resumes when the store is next opened)"
+        )
+    waiting = newest - indexed
+    if not waiting:
+        return "search index up to date"
+    return f"search index: {count(waiting, 'message')} to index (found meanwhile by a scan)"
 
 
 def _tokens(report: Report, env: Env) -> None:

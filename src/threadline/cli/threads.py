@@ -78,14 +78,35 @@ def add_parsers(commands: Commands) -> None:
 
     search = commands.add_parser(
         "search",
-        help="full-text search across sessions",
-        description="Every word of QUERY must appear in a message (any case, anywhere in a "
-        "word). Hits are ranked best first; matches are highlighted.",
+        help="search across sessions, best match first",
+        description="QUERY is a question or keywords: messages holding more (and rarer) of "
+        "its words rank first, and word forms match (painted, painting). A phrase in double "
+        "quotes ('\"error 0x80070005\"') finds that exact text, parts of words included "
+        "(when no message holds it, its words rank as usual). Matches are highlighted.",
     )
     add_common(search, store=True, json=True)
     search.add_argument("query")
     search.add_argument("--session", metavar="SESSION_ID", help="search one session only")
     search.add_argument("--role", choices=["system", "user", "assistant", "tool"])
+    search.add_argument(
+        "--after", metavar="TIME", help="only messages from this ISO 8601 time on (2026-03-01)"
+    )
+    search.add_argument(
+        "--before", metavar="TIME", help="only messages older than this ISO 8601 time"
+    )
+    search.add_argument(
+        "--order",
+        choices=["relevance", "newest", "oldest"],
+        default="relevance",
+        help="default: relevance",
+    )
+    search.add_argument(
+        "--context",
+        type=int,
+        default=0,
+        metavar="N",
+        help="show N messages before and after each hit (0-5, default 0)",
+    )
     search.add_argument("--limit", type=int, default=10, help="hits to show (1-50, default 10)")
     search.set_defaults(run=_sync(_search))
 
@@ -230,14 +251,23 @@ _BOLD = re.compile(r"\*\*(.+?)\*\*", re.DOTALL)
 async def _search(args: argparse.Namespace, store: Store) -> None:
     if not 1 <= args.limit <= 50:
         raise UsageError("--limit must be from 1 to 50")
+    if not 0 <= args.context <= 5:
+        raise UsageError("--context must be from 0 to 5")
     results = await store.session_search(
-        args.query, session_id=args.session, role=args.role, limit=args.limit
+        args.query,
+        session_id=args.session,
+        role=args.role,
+        limit=args.limit,
+        after=args.after,
+        before=args.before,
+        order=args.order,
+        context=args.context,
     )
     if args.json:
         print_json(results)
         return
     if not results.hits:
-        print(f"no messages contain {args.query!r}", file=sys.stderr)
+        print(f"no messages match {args.query!r}", file=sys.stderr)
         return
     color = sys.stdout.isatty()
     for rank, hit in enumerate(results.hits, 1):
@@ -248,7 +278,14 @@ async def _search(args: argparse.Namespace, store: Store) -> None:
             f"{rank}. {hit.session_title or 'untitled'} ({hit.session_id}) · {hit.role} · "
             f"{when(hit.created_at)} · {hit.message_id}"
         )
-        print(f"   {snippet}")
+        if hit.before or hit.after:
+            for near in hit.before:
+                print(f"     {near.role}: {near.text}")
+            print(f"   > {hit.role}: {snippet}")
+            for near in hit.after:
+                print(f"     {near.role}: {near.text}")
+        else:
+            print(f"   {snippet}")
 
 
 # -- context --------------------------------------------------------------------------------

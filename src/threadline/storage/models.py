@@ -143,6 +143,15 @@ class ContextView(_Out):
     blocks: list[ContextBlock]
 
 
+class Neighbour(_Out):
+    """A message next to a search hit on its path, shortened."""
+
+    message_id: str
+    role: Role
+    created_at: str
+    text: str
+
+
 class SearchHit(_Out):
     session_id: str
     session_title: str | None
@@ -150,6 +159,12 @@ class SearchHit(_Out):
     role: Role
     snippet: str
     created_at: str
+    before: list[Neighbour] = Field(
+        default=[], description="With context: the messages before the hit, oldest first."
+    )
+    after: list[Neighbour] = Field(
+        default=[], description="With context: the messages after the hit, oldest first."
+    )
 
 
 class SearchResults(_Out):

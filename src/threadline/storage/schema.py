@@ -113,7 +113,29 @@ _V1 = (
     f"PRAGMA application_id = {APPLICATION_ID}",
 )
 
-MIGRATIONS: tuple[tuple[str, tuple[str, ...]], ...] = (("initial schema", _V1),)
+# Ranked search: a word index (stemmed) beside the trigram one, with its own watermark so a
+# store that held messages before it existed gets them indexed after the migration, in
+# resumable chunks (``search.backfill_words``).
+_V2 = (
+    "ALTER TABLE search_state ADD COLUMN words_pk INTEGER NOT NULL DEFAULT 0",
+    """CREATE VIRTUAL TABLE fts_words USING fts5 (
+        body, content = 'message_text', content_rowid = 'pk',
+        tokenize = 'porter unicode61 remove_diacritics 2')""",
+    "DROP TRIGGER messages_unindex",
+    """CREATE TRIGGER messages_unindex AFTER DELETE ON messages BEGIN
+        INSERT INTO fts_trigram (fts_trigram, rowid, body)
+            SELECT 'delete', old.pk, coalesce(old.body, old.content)
+            WHERE old.pk <= (SELECT indexed_pk FROM search_state);
+        INSERT INTO fts_words (fts_words, rowid, body)
+            SELECT 'delete', old.pk, coalesce(old.body, old.content)
+            WHERE old.pk <= (SELECT words_pk FROM search_state);
+    END""",
+)
+
+MIGRATIONS: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("initial schema", _V1),
+    ("word index for ranked search", _V2),
+)
 LATEST = len(MIGRATIONS)
 
 

@@ -1,51 +1,99 @@
-"""Full-text search over every message of the user.
+"""Search over every message of the user: ranked by words, or exact.
 
-Every term of a query is a case-insensitive substring that must occur in the message (AND),
-so parts of words and CJK text are found, and the same query finds the same messages however
-far indexing has got. (One known gap: letters that SQLite's trigram tokenizer does not
-case-fold, such as Cherokee, are found indexed only in the case they were written in.)
+**Ranked (the default).** The query's words are stemmed the way the word index stems them
+(FTS5's ``porter`` tokenizer over ``unicode61``), English stop words are dropped (unless the
+query holds nothing else), and every message holding *any* of the remaining words is a hit.
+A message scores the sum of the inverse document frequencies of the query words it holds
+(bm25 with k1 = 0: a rare word counts for much, a common one for little, a repeat or a long
+message for nothing more). Ranking is over the whole store, within a budget: the words are
+taken rarest first while their messages add up to at most ``BUDGET``; the commoner words
+left over weigh least and are not scored, and a word that alone exceeds the budget counts
+its newest ``BUDGET`` messages. Then the best ``WINDOW`` hits are re-ranked with their
+conversation: a hit passes a share of its score (``NEIGHBOURS``) to the messages one and two
+steps away on its path (parent and children, grandparent and grandchildren) that are hits
+themselves, so a reply ranks higher when the question it answers matches too. A hit that
+holds the query as typed ranks first, then one that holds every term of it; among equal scores,
+more mentions of the words rank higher, then newer messages. Hits past the window follow by
+score.
 
-A trigram FTS5 index (``fts_trigram``) finds terms of three or more characters. Ranking is
-bm25 over the newest ``WINDOW`` indexed matches, scored here from their text (how often each
-term occurs, the message's length, and the term's rarity, counted up to ``COMMON``
-messages); older matches follow, newest first. A common word matches most of a large store,
-and FTS5's own bm25 reads every match to rank them (two seconds for "and" in a million
-messages); the window keeps every query to a few hundred rows and favours recent
-conversations. Shorter terms are checked on the candidates the index finds; a query of short
-terms only scans the messages, newest first.
+**Exact.** A query with a double-quoted phrase searches literally: every quoted phrase and
+every other term must occur, as a case-insensitive substring; when no message holds them
+all, the query's words rank as above (so no query with a stored word finds nothing). A
+query none of whose words is in the word index (part of a word, CJK text without spaces,
+``C#``) is searched literally too. A trigram FTS5 index (``fts_trigram``) finds terms of
+three or more characters; the newest ``WINDOW`` matches are ranked by bm25 from their text,
+older matches follow newest first; shorter terms are checked on the candidates, and a query
+of short terms only scans the messages, newest first. (One known gap: letters that SQLite's
+trigram tokenizer does not case-fold, such as Cherokee, are found indexed only in the case
+they were written in.)
 
-The store's writer thread indexes in chunks, up to a watermark (``search_state.indexed_pk``):
-inside the transaction of a write that adds messages (not a fork) once ``index_batch`` wait,
-and whenever writes pause for ``index_delay``. Search also scans the committed messages above
-the watermark, newest first, ahead of the ranked hits.
+The store's writer thread indexes in chunks, up to watermarks in ``search_state``: inside the
+transaction of a write that adds messages (not a fork) once ``index_batch`` wait, and
+whenever writes pause for ``index_delay``. Search also reads the committed messages above
+the watermarks, so every acknowledged message is found.
 
-User text is never FTS syntax: it is split on white space and each term is quoted, so quotes,
-operators, column filters, ``C++`` or e-mail addresses are searched literally.
+User text is never FTS syntax: every word or term is quoted, so quotes, operators, column
+filters, ``C++`` or e-mail addresses are searched literally.
 """
 
 from __future__ import annotations
 
+import json
+import logging
 import math
+import re
 import sqlite3
-from collections.abc import Sequence
-from typing import Any
+import threading
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Literal
 
 from threadline.config import Config
 from threadline.storage import validate
 from threadline.storage.errors import InvalidInput
-from threadline.storage.models import SearchHit, SearchResults
+from threadline.storage.models import Neighbour, SearchHit, SearchResults
 from threadline.storage.tree import session_row
 
+log = logging.getLogger(__name__)
+
+Order = Literal["relevance", "newest", "oldest"]
+
+WORD_TOKENIZER = "porter unicode61 remove_diacritics 2"
 SNIPPET_CHARS = 160
+NEIGHBOUR_CHARS = 300
 MAX_OFFSET = 10_000
+MAX_CONTEXT = 5
 TRIGRAM = 3
-WINDOW = 200  # indexed matches ranked, the newest
-COMMON = 1_000  # a term in this many messages or more weighs as common in ranking
-K1, B = 1.2, 0.75  # bm25's usual constants, as FTS5 uses them
+WINDOW = 200  # hits re-ranked with their neighbours (ranked), or by bm25 (exact)
+BUDGET = 25_000  # word postings scored per query
+NEIGHBOURS = (0.4, 0.15)  # share of a hit's score given 1 and 2 steps away on its path
+DF_SAMPLE = 20_000  # a word's messages counted; beyond, its frequency is extrapolated
+COMMON = 1_000  # exact search: a term in this many messages or more weighs as common
+K1, B = 1.2, 0.75  # bm25's usual constants, as FTS5 uses them (exact search)
+BACKFILL_CHUNK = 20_000
+
+# English stop words: glue that says nothing about what a message is about.
+_STOP = """a about above after again against all am an and any are as at be because been before
+    being below between both but by can could did do does doing down during each few for from
+    further had has have having he her here hers herself him himself his how i if in into is
+    it its itself just me more most my myself no nor not now of off on once only or other our
+    ours ourselves out over own same she should so some such than that the their theirs them
+    themselves then there these they this those through to too under until up very was we
+    were what when where which while who whom why will with would you your yours yourself
+    yourselves s t d ll m re ve don doesn didn isn wasn aren weren hasn haven hadn won"""
+STOP_WORDS = frozenset(_STOP.split())
+_WORD = re.compile(r"[^\W_]+")
+_PHRASE = re.compile(r'"([^"]*)"')
+_EDGES = re.compile(r"^\W+|\W+$")  # punctuation around a term ("dog?")
 
 _HIT_COLUMNS = """m.pk, m.session_id, s.title, m.id, m.role, m.created_at,
                   coalesce(m.body, m.content)"""
 _TEXT = "coalesce(m.body, m.content)"
+_FROM = "FROM messages m JOIN sessions s ON s.id = m.session_id"
+
+
+# -- indexing ---------------------------------------------------------------------------
 
 
 def newest_pk(conn: sqlite3.Connection) -> int:
@@ -55,34 +103,523 @@ def newest_pk(conn: sqlite3.Connection) -> int:
 
 
 def index_pending(conn: sqlite3.Connection, at_least: int = 1, at_most: int | None = None) -> int:
-    """Index messages above the watermark, oldest first, if ``at_least`` of them wait; at most
-    ``at_most`` (all if None). Returns how many it indexed."""
-    (indexed,) = conn.execute("SELECT indexed_pk FROM search_state").fetchone()
+    """Index messages above the watermarks, oldest first, if ``at_least`` of them wait; at
+    most ``at_most`` (all if None). Returns how many it indexed."""
+    indexed, words = conn.execute("SELECT indexed_pk, words_pk FROM search_state").fetchone()
     top = newest_pk(conn)
     if top - indexed < at_least:
         return 0
     if at_most is not None:
         top = min(top, indexed + at_most)
-    conn.execute(
-        "INSERT INTO fts_trigram (rowid, body) "
-        "SELECT pk, coalesce(body, content) FROM messages WHERE pk > ? AND pk <= ?",
-        (indexed, top),
-    )
-    conn.execute("UPDATE search_state SET indexed_pk = ?", (top,))
+    for table, since in (("fts_trigram", indexed), ("fts_words", words)):
+        conn.execute(
+            f"INSERT INTO {table} (rowid, body) "
+            "SELECT pk, coalesce(body, content) FROM messages WHERE pk > ? AND pk <= ?",
+            (since, top),
+        )
+    conn.execute("UPDATE search_state SET indexed_pk = ?, words_pk = ?", (top, top))
     return int(top - indexed)
 
 
-def terms(query: object, config: Config) -> list[str]:
-    """The query's distinct terms, as typed; the query is refused when empty or too long."""
+def backfill_words(conn: sqlite3.Connection, chunk: int = BACKFILL_CHUNK) -> None:
+    """Build the word index for messages a store held before it had one (schema 2).
+
+    Each chunk commits on its own, so a process killed midway resumes where it stopped, and
+    processes opening the store together share the work. Progress goes to the log.
+    """
+    while True:
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            indexed, words = conn.execute(
+                "SELECT indexed_pk, words_pk FROM search_state"
+            ).fetchone()
+            if words >= indexed:
+                conn.execute("COMMIT")
+                return
+            top = min(indexed, words + chunk)
+            conn.execute(
+                "INSERT INTO fts_words (rowid, body) "
+                "SELECT pk, coalesce(body, content) FROM messages WHERE pk > ? AND pk <= ?",
+                (words, top),
+            )
+            conn.execute("UPDATE search_state SET words_pk = ?", (top,))
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.rollback()
+            raise
+        log.info("word index for search: messages up to #%d of #%d indexed", top, indexed)
+
+
+# -- queries ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Query:
+    terms: list[str]  # whitespace-separated terms (quoted phrases whole), as typed
+    words: list[str]  # the words to rank by, lower-cased
+    exact: bool  # a quoted phrase asks for literal matching first
+
+
+def parse(query: object, config: Config) -> Query:
+    """The query's terms and words; the query is refused when empty or too long."""
     limits = config.limits
     text = validate.text(query, "query", limits.max_query_chars, allow_empty=False)
     if "\x00" in text:
         raise InvalidInput("query", "must not contain NUL characters")
-    words = text.split()
-    if len(words) > limits.max_query_terms:
+    phrases = [p for p in _PHRASE.findall(text) if p.strip()]
+    loose = _PHRASE.sub(" ", text) if phrases else text
+    terms = list(dict.fromkeys([*phrases, *loose.split()]))
+    if len(terms) > limits.max_query_terms:
         limit = limits.max_query_terms
-        raise InvalidInput("query", f"has {len(words)} terms; the limit is {limit}")
-    return list(dict.fromkeys(words))
+        raise InvalidInput("query", f"has {len(terms)} terms; the limit is {limit}")
+    words = list(dict.fromkeys(_WORD.findall(text.lower())))
+    meaningful = [w for w in words if w not in STOP_WORDS]
+    return Query(terms, meaningful or words, bool(phrases))
+
+
+def moment(value: object, field: str) -> str | None:
+    """An ISO 8601 date or time as stored (UTC, microseconds); a time without a zone is UTC."""
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise InvalidInput(field, "must be an ISO 8601 date or time, such as 2026-03-01")
+    try:
+        parsed = datetime.fromisoformat(value.strip().replace("z", "Z"))
+    except ValueError:
+        raise InvalidInput(
+            field, "must be an ISO 8601 date or time, such as 2026-03-01 or 2026-03-01T14:30Z"
+        ) from None
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=UTC)
+    return parsed.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+@dataclass(frozen=True)
+class Scope:
+    """The filters, as SQL over ``messages m`` (each clause starts with AND)."""
+
+    sql: str
+    args: tuple[Any, ...]
+
+
+def scope(
+    conn: sqlite3.Connection,
+    session_id: str | None,
+    role: str | None,
+    after: object,
+    before: object,
+) -> Scope:
+    sql, args = "", []
+    if session_id is not None:
+        session_row(conn, session_id, "1")
+        sql += " AND m.session_id = ?"
+        args.append(session_id)
+    if role is not None:
+        if role not in ("system", "user", "assistant", "tool"):
+            raise InvalidInput("role", "must be one of system, user, assistant, tool")
+        sql += " AND m.role = ?"
+        args.append(role)
+    start, end = moment(after, "after"), moment(before, "before")
+    if start is not None and end is not None and start >= end:
+        raise InvalidInput("before", "must be later than after")
+    if start is not None:
+        sql += " AND m.created_at >= ?"
+        args.append(start)
+    if end is not None:
+        sql += " AND m.created_at < ?"
+        args.append(end)
+    return Scope(sql, tuple(args))
+
+
+class Searcher:
+    """Search for one store: the query path, and what it keeps between queries (the word
+    tokenizer, word frequencies, and the stems of messages not yet in the word index)."""
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self._tokens = _Tokenizer()
+        self._frequency: dict[str, tuple[float, int]] = {}  # word -> (df, watermark then)
+        self._tail: dict[int, frozenset[str]] = {}  # pk -> stems, above the word watermark
+        self._lock = threading.Lock()
+
+    def search(
+        self,
+        conn: sqlite3.Connection,
+        query: str,
+        *,
+        session_id: str | None = None,
+        role: str | None = None,
+        after: object = None,
+        before: object = None,
+        order: Order = "relevance",
+        context: int = 0,
+        limit: int = 10,
+        cursor: str | None = None,
+    ) -> SearchResults:
+        parsed = parse(query, self.config)
+        if order not in ("relevance", "newest", "oldest"):
+            raise InvalidInput("order", "must be one of relevance, newest, oldest")
+        if type(context) is not int or not 0 <= context <= MAX_CONTEXT:
+            raise InvalidInput("context", f"must be a whole number from 0 to {MAX_CONTEXT}")
+        where = scope(conn, session_id, role, after, before)
+        offset = 0
+        if cursor is not None:
+            (offset,) = validate.decode_cursor(cursor, "cursor", (int,))
+            if not 0 <= offset <= MAX_OFFSET:
+                raise InvalidInput("cursor", "is not a cursor returned by the previous page")
+        rows: list[Any] = []
+        words: list[str] = []
+        if parsed.exact:
+            rows = _exact(conn, parsed.terms, where, order, offset, limit + 1)
+        if not rows and parsed.words and not (parsed.exact and offset):
+            words, rows = self._ranked(conn, parsed, where, order, offset + limit + 1)
+            rows = rows[offset:]
+        if not rows and not parsed.exact:  # no message holds a word: the terms as written
+            rows = _exact(conn, parsed.terms, where, order, offset, limit + 1)
+        hits = self._hits(conn, rows[:limit], parsed, words, context)
+        next_offset = offset + limit
+        more = len(rows) > limit and next_offset <= MAX_OFFSET
+        return SearchResults.model_construct(
+            hits=hits, next_cursor=validate.encode_cursor([next_offset]) if more else None
+        )
+
+    # -- ranked -------------------------------------------------------------------------
+
+    def _ranked(
+        self, conn: sqlite3.Connection, query: Query, where: Scope, order: Order, want: int
+    ) -> tuple[list[str], list[Any]]:
+        """The query's words that count (one per stem), and the hits' rows best first (at
+        least ``want`` where there are so many); no rows when no message holds any word."""
+        top = newest_pk(conn)
+        (watermark,) = conn.execute("SELECT words_pk FROM search_state").fetchone()
+        by_stem: dict[str, str] = {}
+        for word, found in zip(query.words, self._tokens.stems(query.words), strict=True):
+            for stem in found:
+                by_stem.setdefault(stem, word)
+        tail = self._tail_stems(conn, watermark)
+        # How many messages hold each stem: in the index, plus in the tail.
+        frequency = {
+            stem: self._indexed_frequency(conn, word, watermark)
+            + sum(stem in stems for stems in tail.values())
+            for stem, word in by_stem.items()
+        }
+        total = max(top, 1)
+        weight = {
+            stem: max(1e-6, math.log((total - df + 0.5) / (df + 0.5)))
+            for stem, df in frequency.items()
+        }
+        branches: list[str] = []
+        args: list[Any] = []
+        spent = 0.0
+        for stem in sorted(by_stem, key=lambda stem: frequency[stem]):
+            df = frequency[stem]
+            if df <= 0 or (branches and spent + df > BUDGET):
+                continue
+            spent += df
+            branch = (
+                f"SELECT f.rowid AS pk, ? AS w FROM fts_words f "
+                f"{'JOIN messages m ON m.pk = f.rowid ' if where.sql else ''}"
+                f"WHERE fts_words MATCH ?{where.sql}"
+            )
+            args += [weight[stem], _quote(by_stem[stem]), *where.args]
+            if df > BUDGET and not where.sql:  # alone over the budget: its newest messages
+                branch = f"SELECT * FROM ({branch} ORDER BY f.rowid DESC LIMIT ?)"
+                args.append(BUDGET)
+            branches.append(branch)
+        scores: dict[int, float] = {}
+        if branches:
+            sort = {"relevance": "s DESC, pk DESC", "newest": "pk DESC", "oldest": "pk ASC"}
+            depth = want + (5 * WINDOW if order == "relevance" else 0)
+            scores = dict(
+                conn.execute(
+                    f"SELECT pk, sum(w) AS s FROM ({' UNION ALL '.join(branches)}) "
+                    f"GROUP BY pk ORDER BY {sort[order]} LIMIT ?",
+                    [*args, depth],
+                ).fetchall()
+            )
+        if tail:
+            in_scope = tail
+            if where.sql:
+                in_scope = {
+                    pk: tail[pk]
+                    for (pk,) in conn.execute(
+                        f"SELECT m.pk FROM messages m WHERE m.pk > ?{where.sql}",
+                        [watermark, *where.args],
+                    )
+                    if pk in tail
+                }
+            for pk, stems in in_scope.items():
+                score = sum(w for stem, w in weight.items() if stem in stems)
+                if score:
+                    scores[pk] = score
+        words = list(by_stem.values())
+        if not scores:
+            return words, []
+        if order == "relevance":
+            pks = self._rerank(conn, scores, query, where)
+        else:
+            pks = sorted(scores, reverse=order == "newest")
+        return words, self._rows(conn, pks[:want], where)
+
+    def _indexed_frequency(self, conn: sqlite3.Connection, word: str, watermark: int) -> float:
+        """How many indexed messages hold the word: counted, or for a common word
+        extrapolated from its newest ``DF_SAMPLE``; kept until the index grows."""
+        with self._lock:
+            known = self._frequency.get(word)
+        if known is not None and known[1] == watermark:
+            return known[0]
+        count, oldest = conn.execute(
+            "SELECT count(*), min(rowid) FROM (SELECT rowid FROM fts_words "
+            "WHERE fts_words MATCH ? ORDER BY rowid DESC LIMIT ?)",
+            (_quote(word), DF_SAMPLE),
+        ).fetchone()
+        df = float(count)
+        if count == DF_SAMPLE:
+            df = count * watermark / max(1, watermark - oldest + 1)
+        with self._lock:
+            if len(self._frequency) > 50_000:
+                self._frequency.clear()
+            self._frequency[word] = (df, watermark)
+        return df
+
+    def _tail_stems(self, conn: sqlite3.Connection, watermark: int) -> dict[int, frozenset[str]]:
+        """The stems of every message above the word watermark (committed, not indexed yet),
+        tokenized once each."""
+        pks = [pk for (pk,) in conn.execute("SELECT pk FROM messages WHERE pk > ?", (watermark,))]
+        with self._lock:
+            for pk in [pk for pk in self._tail if pk <= watermark]:
+                del self._tail[pk]
+            missing = [pk for pk in pks if pk not in self._tail]
+        if missing:
+            texts = _texts(conn, missing)
+            found = self._tokens.stems([texts[pk] for pk in missing])
+            with self._lock:
+                self._tail.update((pk, frozenset(s)) for pk, s in zip(missing, found, strict=True))
+        with self._lock:
+            return {pk: self._tail[pk] for pk in pks if pk in self._tail}
+
+    def _rerank(
+        self, conn: sqlite3.Connection, scores: dict[int, float], query: Query, where: Scope
+    ) -> list[int]:
+        """Every scored pk, best first: the best ``WINDOW`` with their neighbours' share and
+        the literal match of the query first, then the rest by score."""
+        ranked = sorted(scores, key=lambda pk: (-scores[pk], -pk))
+        window = ranked[:WINDOW]
+        final = {pk: scores[pk] for pk in window}
+        parents = _links(conn, window, "pk", "parent_pk")
+        children = _links(conn, window, "parent_pk", "pk")
+        grandparents = _links(conn, [p for ps in parents.values() for p in ps], "pk", "parent_pk")
+        grandchildren = _links(conn, [c for cs in children.values() for c in cs], "parent_pk", "pk")
+        near, far = NEIGHBOURS
+
+        def give(to: int, share: float) -> None:
+            if to in scores:  # a neighbour raises a hit; it does not make one
+                final[to] = final.get(to, scores[to]) + share
+
+        for pk in window:
+            share = scores[pk]
+            for parent in parents.get(pk, ()):
+                give(parent, near * share)
+                for grandparent in grandparents.get(parent, ()):
+                    give(grandparent, far * share)
+            for child in children.get(pk, ()):
+                give(child, near * share)
+                for grandchild in grandchildren.get(child, ()):
+                    give(grandchild, far * share)
+        texts = _texts(conn, list(final), where)
+        needles = [t.lower() for t in query.terms]
+        typed = " ".join(needles)
+
+        def key(pk: int) -> tuple[int, float, int, int]:
+            text = " ".join(texts[pk].lower().split())
+            # The query as typed, then every term of it, then the rest.
+            literal = 0 if typed in text else 1 if all(n in text for n in needles) else 2
+            return (literal, -final[pk], -sum(text.count(w) for w in query.words), -pk)
+
+        best = sorted((pk for pk in final if pk in texts), key=key)
+        shown = set(best)
+        return best + [pk for pk in ranked[WINDOW:] if pk not in shown]
+
+    @staticmethod
+    def _rows(conn: sqlite3.Connection, pks: list[int], where: Scope) -> list[Any]:
+        found = {
+            row[0]: row
+            for row in conn.execute(
+                f"SELECT {_HIT_COLUMNS} {_FROM} "
+                f"WHERE m.pk IN (SELECT value FROM json_each(?)){where.sql}",
+                [json.dumps(pks), *where.args],
+            )
+        }
+        return [found[pk] for pk in pks if pk in found]
+
+    # -- hits ---------------------------------------------------------------------------
+
+    def _hits(
+        self,
+        conn: sqlite3.Connection,
+        rows: list[Any],
+        query: Query,
+        words: list[str],
+        context: int,
+    ) -> list[SearchHit]:
+        marks = self._tokens.marks([row[-1] for row in rows], words) if words else None
+        needles = [t.lower() for t in query.terms]
+        # Ranked: bold the words that matched and terms that glue words (``run_query``),
+        # not a word inside another ("name" in "named"); exact: every occurrence of a term.
+        cores = [_EDGES.sub("", n) for n in needles]
+        glued = [core for core in cores if core and not _WORD.fullmatch(core)]
+        hits = []
+        for i, row in enumerate(rows):
+            pk, session_id, title, message_id, role, created_at, text = row
+            spans = marks[i] if marks is not None else []
+            before, after = _surroundings(conn, pk, context) if context else ([], [])
+            hits.append(
+                SearchHit.model_construct(
+                    session_id=session_id,
+                    session_title=title,
+                    message_id=message_id,
+                    role=role,
+                    snippet=snippet(text, needles if not spans else glued, spans=spans),
+                    created_at=created_at,
+                    before=before,
+                    after=after,
+                )
+            )
+        return hits
+
+
+def _quote(text: str) -> str:
+    return '"' + text.replace('"', '""') + '"'
+
+
+def fts_match(words: Sequence[str]) -> str:
+    """FTS5 syntax for "every term, each as literal text"."""
+    return " ".join(_quote(w) for w in words)
+
+
+def _texts(conn: sqlite3.Connection, pks: list[int], where: Scope | None = None) -> dict[int, str]:
+    """The searchable text of each pk (that passes the filters)."""
+    sql, args = (where.sql, where.args) if where is not None else ("", ())
+    return dict(
+        conn.execute(
+            f"SELECT m.pk, {_TEXT} FROM messages m "
+            f"WHERE m.pk IN (SELECT value FROM json_each(?)){sql}",
+            [json.dumps(pks), *args],
+        ).fetchall()
+    )
+
+
+def _links(conn: sqlite3.Connection, pks: Iterable[int], by: str, to: str) -> dict[int, list[int]]:
+    """For each pk, the pks it links to: its parent (``by="pk", to="parent_pk"``) or its
+    children (``by="parent_pk", to="pk"``)."""
+    out: dict[int, list[int]] = {}
+    keys = list(dict.fromkeys(pks))
+    if not keys:
+        return out
+    for key, value in conn.execute(
+        f"SELECT {by}, {to} FROM messages WHERE {by} IN (SELECT value FROM json_each(?)) "
+        f"AND {to} IS NOT NULL",
+        (json.dumps(keys),),
+    ):
+        out.setdefault(key, []).append(value)
+    return out
+
+
+def _surroundings(
+    conn: sqlite3.Connection, pk: int, count: int
+) -> tuple[list[Neighbour], list[Neighbour]]:
+    """Up to ``count`` messages before ``pk`` on its path and after it (following the newest
+    branch), oldest first."""
+    before = conn.execute(
+        """WITH RECURSIVE up (pk, n) AS (
+            SELECT parent_pk, 1 FROM messages WHERE pk = ?
+            UNION ALL SELECT m.parent_pk, up.n + 1 FROM messages m JOIN up ON m.pk = up.pk
+            WHERE up.n < ?)
+        SELECT m.id, m.role, m.created_at, coalesce(m.body, m.content)
+        FROM up JOIN messages m ON m.pk = up.pk ORDER BY up.n DESC""",
+        (pk, count),
+    ).fetchall()
+    after = conn.execute(
+        """WITH RECURSIVE down (pk, n) AS (
+            SELECT ?, 0
+            UNION ALL SELECT (SELECT max(c.pk) FROM messages c WHERE c.parent_pk = down.pk),
+                down.n + 1 FROM down WHERE down.n < ? AND down.pk IS NOT NULL)
+        SELECT m.id, m.role, m.created_at, coalesce(m.body, m.content)
+        FROM down JOIN messages m ON m.pk = down.pk WHERE down.n > 0 ORDER BY down.n""",
+        (pk, count),
+    ).fetchall()
+    return [_neighbour(row) for row in before], [_neighbour(row) for row in after]
+
+
+def _neighbour(row: Any) -> Neighbour:
+    message_id, role, created_at, text = row
+    text = " ".join(text.split())
+    if len(text) > NEIGHBOUR_CHARS:
+        text = text[: NEIGHBOUR_CHARS - 1] + "…"
+    return Neighbour.model_construct(
+        message_id=message_id, role=role, created_at=created_at, text=text
+    )
+
+
+class _Tokenizer:
+    """The word index's own tokenizer, run on a private in-memory database, so that the
+    query, the unindexed tail and the snippets split and stem words exactly as the index."""
+
+    OPEN, CLOSE = "\ue000", "\ue001"
+
+    def __init__(self) -> None:
+        self._conn = sqlite3.connect(":memory:", check_same_thread=False, isolation_level=None)
+        self._conn.execute(
+            f"CREATE VIRTUAL TABLE t USING fts5 (body, tokenize = '{WORD_TOKENIZER}')"
+        )
+        self._conn.execute("CREATE VIRTUAL TABLE v USING fts5vocab (t, 'instance')")
+        self._lock = threading.Lock()
+
+    def _load(self, texts: Sequence[str]) -> None:
+        conn = self._conn
+        conn.execute("BEGIN")
+        conn.execute("DELETE FROM t")
+        conn.executemany("INSERT INTO t (rowid, body) VALUES (?, ?)", enumerate(texts))
+        conn.execute("COMMIT")
+
+    def stems(self, texts: Sequence[str]) -> list[set[str]]:
+        """The stems of each text's words."""
+        out: list[set[str]] = [set() for _ in texts]
+        with self._lock:
+            self._load(texts)
+            for doc, term in self._conn.execute("SELECT doc, term FROM v"):
+                out[doc].add(term)
+        return out
+
+    def marks(self, texts: Sequence[str], words: Sequence[str]) -> list[list[tuple[int, int]]]:
+        """For each text, the spans of its words that stem like one of ``words``."""
+        out: list[list[tuple[int, int]]] = [[] for _ in texts]
+        if not words:
+            return out
+        match = " OR ".join(_quote(w) for w in words)
+        with self._lock:
+            self._load(texts)
+            rows = self._conn.execute(
+                "SELECT rowid, highlight(t, 0, ?, ?) FROM t WHERE t MATCH ?",
+                (self.OPEN, self.CLOSE, match),
+            ).fetchall()
+        for doc, marked in rows:
+            if self.OPEN in texts[doc] or self.CLOSE in texts[doc]:
+                continue  # the text holds our markers: bold nothing rather than the wrong thing
+            spans, position = [], 0
+            for piece in re.split(f"([{self.OPEN}{self.CLOSE}])", marked):
+                if piece == self.OPEN:
+                    start = position
+                elif piece == self.CLOSE:
+                    spans.append((start, position))
+                else:
+                    position += len(piece)
+            out[doc] = spans
+        return out
+
+
+# -- exact ------------------------------------------------------------------------------
 
 
 def _contains_all(words: list[str]) -> tuple[str, list[str]]:
@@ -108,71 +645,57 @@ def _contains_all(words: list[str]) -> tuple[str, list[str]]:
     return sql, params
 
 
-def search(
-    conn: sqlite3.Connection,
-    config: Config,
-    query: str,
-    *,
-    session_id: str | None,
-    role: str | None,
-    limit: int,
-    cursor: str | None,
-) -> SearchResults:
-    words = terms(query, config)
-    if session_id is not None:
-        session_row(conn, session_id, "1")
-    if role is not None and role not in ("system", "user", "assistant", "tool"):
-        raise InvalidInput("role", "must be one of system, user, assistant, tool")
-    offset = 0
-    if cursor is not None:
-        (offset,) = validate.decode_cursor(cursor, "cursor", (int,))
-        if not 0 <= offset <= MAX_OFFSET:
-            raise InvalidInput("cursor", "is not a cursor returned by the previous page")
+def _exact(
+    conn: sqlite3.Connection, words: list[str], where: Scope, order: Order, skip: int, want: int
+) -> list[Any]:
+    """``want`` rows of messages holding every term, after the first ``skip``.
 
-    where, params = "", []
-    if session_id is not None:
-        where += " AND m.session_id = ?"
-        params.append(session_id)
-    if role is not None:
-        where += " AND m.role = ?"
-        params.append(role)
+    By relevance: the unindexed tail (newest first), then the ranked window of indexed
+    matches, then older matches newest first. By time: newest or oldest first.
+    """
     (indexed,) = conn.execute("SELECT indexed_pk FROM search_state").fetchone()
     # Every hit holds every term by this one test, indexed or not. The index only narrows the
     # candidates: MATCH gets the terms as typed, folded by its tokenizer like the index was.
     all_sql, all_args = _contains_all(words)
-    short_sql, short_args = _contains_all([w for w in words if len(w) < TRIGRAM])
     long = [w for w in words if len(w) >= TRIGRAM]
+    filters, params = f"{all_sql}{where.sql}", [*all_args, *where.args]
+    if order != "relevance":
+        direction = "DESC" if order == "newest" else "ASC"
+        if long:
+            source = "FROM fts_trigram f JOIN messages m ON m.pk = f.rowid "
+            source += "JOIN sessions s ON s.id = m.session_id WHERE fts_trigram MATCH ?"
+            params = [fts_match(long), *params]
+        else:
+            source = f"{_FROM} WHERE 1"
+        # The unindexed tail is not in the index: read it apart and merge.
+        rows = conn.execute(
+            f"SELECT {_HIT_COLUMNS} {source}{filters} ORDER BY m.pk {direction} LIMIT ?",
+            [*params, skip + want],
+        ).fetchall()
+        if long:
+            rows += conn.execute(
+                f"SELECT {_HIT_COLUMNS} {_FROM} WHERE m.pk > ?{filters}",
+                [indexed, *all_args, *where.args],
+            ).fetchall()
+        rows.sort(key=lambda row: row[0], reverse=order == "newest")
+        return rows[skip : skip + want]
 
-    # The unindexed tail: the newest messages, few by construction, checked directly.
     tail = conn.execute(
-        f"SELECT {_HIT_COLUMNS} FROM messages m JOIN sessions s ON s.id = m.session_id "
-        f"WHERE m.pk > ?{all_sql}{where} ORDER BY m.pk DESC",
-        [indexed, *all_args, *params],
+        f"SELECT {_HIT_COLUMNS} {_FROM} WHERE m.pk > ?{filters} ORDER BY m.pk DESC",
+        [indexed, *params],
     ).fetchall()
-    rows: list[Any] = tail[offset : offset + limit + 1]
-    want = limit + 1 - len(rows)
-    skip = max(0, offset - len(tail))
+    rows = tail[skip : skip + want]
+    want -= len(rows)
+    skip = max(0, skip - len(tail))
     if want > 0 and long:
-        rows += _indexed(conn, long, f"{all_sql}{where}", [*all_args, *params], want, skip)
+        rows += _indexed(conn, long, filters, params, want, skip)
     elif want > 0:
         rows += conn.execute(
-            f"SELECT {_HIT_COLUMNS} FROM messages m JOIN sessions s ON s.id = m.session_id "
-            f"WHERE m.pk <= ?{short_sql}{where} ORDER BY m.pk DESC LIMIT ? OFFSET ?",
-            [indexed, *short_args, *params, want, skip],
+            f"SELECT {_HIT_COLUMNS} {_FROM} "
+            f"WHERE m.pk <= ?{filters} ORDER BY m.pk DESC LIMIT ? OFFSET ?",
+            [indexed, *params, want, skip],
         ).fetchall()
-    has_more = len(rows) > limit
-    needles = [w.lower() for w in words]
-    hits = [_hit(row, needles) for row in rows[:limit]]
-    next_offset = offset + limit
-    next_cursor = (
-        validate.encode_cursor([next_offset]) if has_more and next_offset <= MAX_OFFSET else None
-    )
-    return SearchResults.model_construct(hits=hits, next_cursor=next_cursor)
-
-
-def fts_match(words: Sequence[str]) -> str:
-    """FTS5 syntax for "every term, each as literal text"."""
-    return " ".join('"' + w.replace('"', '""') + '"' for w in words)
+    return rows
 
 
 def _indexed(
@@ -237,35 +760,39 @@ def _rarity(conn: sqlite3.Connection, term: str, total: int) -> float:
     return max(1e-6, math.log((total - found + 0.5) / (found + 0.5)))
 
 
-def _hit(row: Any, needles: list[str]) -> SearchHit:
-    _pk, session_id, title, message_id, role, created_at, text = row
-    return SearchHit.model_construct(
-        session_id=session_id,
-        session_title=title,
-        message_id=message_id,
-        role=role,
-        snippet=snippet(text, needles),
-        created_at=created_at,
-    )
+# -- snippets ---------------------------------------------------------------------------
 
 
-def snippet(text: str, needles: list[str], width: int = SNIPPET_CHARS) -> str:
-    """A window of ``text`` around the first match, each match of a term in **bold**."""
+def snippet(
+    text: str,
+    needles: list[str],
+    width: int = SNIPPET_CHARS,
+    spans: Sequence[tuple[int, int]] = (),
+) -> str:
+    """A window of ``text`` around the first match, each match in **bold**: the given
+    ``spans`` (matched words) and every occurrence of a term."""
     lower = text.lower()
     if len(lower) != len(text):  # lower-casing changed lengths: positions would drift
         lower = "".join(c if len(c.lower()) != 1 else c.lower() for c in text)
     positions = [p for p in (lower.find(n) for n in needles) if p >= 0]
+    positions += [a for a, _b in spans]
     first = min(positions, default=0)
     start = max(0, first - width // 3)
     end = min(len(text), start + width)
     window, folded = text[start:end], lower[start:end]
     marks: list[tuple[int, int]] = []
+
+    def mark(a: int, b: int) -> None:
+        if a < b and not any(x < b and a < y for x, y in marks):
+            marks.append((a, b))
+
     for needle in sorted(needles, key=len, reverse=True):
         i = folded.find(needle)
-        while i >= 0:
-            if not any(a < i + len(needle) and i < b for a, b in marks):
-                marks.append((i, i + len(needle)))
+        while i >= 0 and needle:
+            mark(i, i + len(needle))
             i = folded.find(needle, i + len(needle))
+    for a, b in spans:
+        mark(max(a, start) - start, min(b, end) - start)
     out, last = [], 0
     for a, b in sorted(marks):
         out += [window[last:a], "**", window[a:b], "**"]

@@ -63,6 +63,7 @@ class Store:
         self._db = db
         self.config = db.config
         self.path = db.path
+        self._searcher = search.Searcher(db.config)
 
     @classmethod
     def open(cls, path: str | Path, config: Config | None = None) -> _Opening:
@@ -342,15 +343,29 @@ class Store:
         role: Literal["system", "user", "assistant", "tool"] | None = None,
         limit: int = 10,
         cursor: str | None = None,
+        *,
+        after: str | None = None,
+        before: str | None = None,
+        order: search.Order = "relevance",
+        context: int = 0,
     ) -> SearchResults:
-        """Ranked full-text search of every session (or one); the query is literal text."""
+        """Search every session (or one): ranked by the query's words, or exact when the
+        query quotes a phrase (see ``storage/search.py``).
+
+        ``after``/``before``: ISO 8601 bounds on the message time (from, until). ``order``:
+        relevance, newest or oldest first. ``context``: how many messages before and after
+        each hit on its path to include (0-5).
+        """
         validate.limit(limit, "limit", 1, 50)
         result: SearchResults = await self._r(
-            search.search,
-            config=self.config,
-            query=query,
+            self._searcher.search,
+            query,
             session_id=session_id,
             role=role,
+            after=after,
+            before=before,
+            order=order,
+            context=context,
             limit=limit,
             cursor=cursor,
         )
@@ -411,6 +426,11 @@ class _Opening:
     async def _open(self) -> Store:
         config = self._config
         writer = await anyio.to_thread.run_sync(schema.open_writer, self._path, config)
+        try:
+            await anyio.to_thread.run_sync(search.backfill_words, writer)
+        except BaseException:
+            writer.close()
+            raise
         return Store(Database(self._path, config, writer, search.index_pending, search.newest_pk))
 
     def __await__(self) -> Generator[Any, None, Store]:
