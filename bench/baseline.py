@@ -50,6 +50,8 @@ RAW_FTS = (
     """CREATE VIRTUAL TABLE fts_words USING fts5 (
         body, content = 'message_text', content_rowid = 'pk',
         tokenize = 'porter unicode61 remove_diacritics 2')""",
+    "INSERT INTO fts_trigram (fts_trigram, rank) VALUES ('automerge', 8)",
+    "INSERT INTO fts_words (fts_words, rank) VALUES ('automerge', 8)",
 )
 
 _INSERT = """INSERT INTO messages (session_id, id, parent_pk, depth, path_tokens, role, content,

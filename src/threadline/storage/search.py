@@ -8,7 +8,7 @@ A message scores the sum of the inverse document frequencies of the query words 
 message for nothing more). Ranking is over the whole store, within a budget: the words are
 taken rarest first while their messages add up to at most ``BUDGET``; the commoner words
 left over weigh least and are not scored, and a word that alone exceeds the budget counts
-its newest ``BUDGET`` messages. Then the best ``WINDOW`` hits are re-ranked with their
+its newest ``BUDGET`` messages. Then the best ``RERANK`` hits are re-ranked with their
 conversation: a hit passes a share of its score (``NEIGHBOURS``) to the messages one and two
 steps away on its path (parent and children, grandparent and grandchildren) that are hits
 themselves, so a reply ranks higher when the question it answers matches too. A hit that
@@ -65,7 +65,8 @@ NEIGHBOUR_CHARS = 300
 MAX_OFFSET = 10_000
 MAX_CONTEXT = 5
 TRIGRAM = 3
-WINDOW = 200  # hits re-ranked with their neighbours (ranked), or by bm25 (exact)
+WINDOW = 200  # exact search: the newest matches ranked by bm25
+RERANK = 100  # ranked search: the best hits re-ranked with their neighbours
 BUDGET = 25_000  # word postings scored per query
 NEIGHBOURS = (0.4, 0.15)  # share of a hit's score given 1 and 2 steps away on its path
 DF_SAMPLE = 20_000  # a word's messages counted; beyond, its frequency is extrapolated
@@ -330,7 +331,7 @@ class Searcher:
         scores: dict[int, float] = {}
         if branches:
             sort = {"relevance": "s DESC, pk DESC", "newest": "pk DESC", "oldest": "pk ASC"}
-            depth = want + (5 * WINDOW if order == "relevance" else 0)
+            depth = want + (5 * RERANK if order == "relevance" else 0)
             scores = dict(
                 conn.execute(
                     f"SELECT pk, sum(w) AS s FROM ({' UNION ALL '.join(branches)}) "
@@ -402,10 +403,10 @@ class Searcher:
     def _rerank(
         self, conn: sqlite3.Connection, scores: dict[int, float], query: Query, where: Scope
     ) -> list[int]:
-        """Every scored pk, best first: the best ``WINDOW`` with their neighbours' share and
+        """Every scored pk, best first: the best ``RERANK`` with their neighbours' share and
         the literal match of the query first, then the rest by score."""
         ranked = sorted(scores, key=lambda pk: (-scores[pk], -pk))
-        window = ranked[:WINDOW]
+        window = ranked[:RERANK]
         final = {pk: scores[pk] for pk in window}
         parents = _links(conn, window, "pk", "parent_pk")
         children = _links(conn, window, "parent_pk", "pk")
@@ -439,7 +440,7 @@ class Searcher:
 
         best = sorted((pk for pk in final if pk in texts), key=key)
         shown = set(best)
-        return best + [pk for pk in ranked[WINDOW:] if pk not in shown]
+        return best + [pk for pk in ranked[RERANK:] if pk not in shown]
 
     @staticmethod
     def _rows(conn: sqlite3.Connection, pks: list[int], where: Scope) -> list[Any]:
