@@ -15,6 +15,8 @@ import uvicorn
 from mcp import Client
 from mcp.types import CallToolResult
 
+from threadline.server import wire
+
 
 def integrity(path: Path) -> tuple[str, str]:
     """(``PRAGMA integrity_check``, FTS5 integrity checks of both indexes) on a fresh connection.
@@ -93,11 +95,18 @@ async def uvicorn_serving(app: Any, sock: socket.socket, **options: Any) -> Asyn
 
 
 def ok(result: CallToolResult) -> dict[str, Any]:
-    """The structured result of a successful tool call (and its text block says the same)."""
+    """The structured result of a successful tool call (and its text block says the same:
+    compact JSON without nulls, or for a history page a transcript naming every message)."""
     assert not result.is_error, result.content
-    assert result.structured_content is not None
-    assert json.loads(result.content[0].text) == result.structured_content  # type: ignore[union-attr]
-    return result.structured_content
+    page = result.structured_content
+    assert page is not None
+    text: str = result.content[0].text  # type: ignore[union-attr]
+    if "messages" in page and "has_more" in page:
+        assert text.startswith(f"session {page['session_id']}: ")
+        assert all(f"[{m['id']}] " in text for m in page["messages"])
+    else:
+        assert json.loads(text) == wire.quiet(page)
+    return page
 
 
 async def call(client: Client, tool: str, **args: Any) -> dict[str, Any]:

@@ -157,6 +157,37 @@ async def test_nothing_to_compact_in_a_short_session(store: Store) -> None:
     assert (await store.get_session(sid)).compactions == 0
 
 
+async def test_the_defaults_compact_an_ordinary_conversation(store: Store) -> None:
+    """40 messages of about 60 tokens each (2,400 in all, under the default tail's 8,000
+    tokens): the default tail keeps at most half of what follows the protected start."""
+    sid = (await store.create_session()).session_id
+    text = "a sentence of plain words about the trip " * 6
+    await store.append_messages(
+        sid, [{"id": f"m{i:02}", "role": "user", "content": text} for i in range(40)]
+    )
+
+    result = await store.compact_session(sid, "the gist")
+    history = await store.get_history(sid)
+    then = await store.compact_session(sid, "the gist, later", split=True)
+
+    assert 2 <= result.replaced <= 38 - 6
+    assert [m.id for m in history.messages[:2]] == ["m00", "m01"]
+    assert history.messages[2].id == result.summary_id
+    assert len(history.messages) - 3 >= 6  # at least keep_last messages stay
+    assert then.new_session_id is not None  # a split right after a compaction works too
+
+
+async def test_nothing_to_compact_names_the_arguments_to_change(store: Store) -> None:
+    sid = await _session(store, 8)
+
+    with pytest.raises(NothingToCompact) as refused:
+        await store.compact_session(sid, "summary", keep_last=6)
+
+    assert "keep_first=2 and keep_last=6 protect all 8 messages" in str(refused.value)
+    assert "pass a smaller keep_last or keep_first" in str(refused.value)
+    assert (await store.compact_session(sid, "summary")).replaced == 3  # the default tail: 3
+
+
 async def test_compacting_twice_with_nothing_new_is_refused(store: Store) -> None:
     sid = await _session(store, 12)
     await store.compact_session(sid, "gist", keep_last=2)

@@ -7,6 +7,7 @@ free 127.0.0.1 port; users are static tokens from a tokens file or signed JWTs.
 from __future__ import annotations
 
 import base64
+import dataclasses
 import hashlib
 import hmac
 import json
@@ -1243,12 +1244,33 @@ def test_identities_that_differ_only_in_where_a_nul_falls_get_distinct_files() -
     assert user_file(root, ("ab", "c")) != user_file(root, ("a", "bc"))
 
 
-async def test_the_auth_challenge_points_at_the_public_url(serve: Serve, tokens: TokenFile) -> None:
-    tokens.add("alice")
-    served = await serve(static(tokens, host="0.0.0.0", base_url="https://threadline.example/"))
+async def test_the_auth_challenge_points_at_the_public_url(
+    serve: Serve, jwt_setup: JWTSetup
+) -> None:
+    options = dataclasses.replace(
+        jwt_options(jwt_setup), host="0.0.0.0", base_url="https://threadline.example/"
+    )
+    served = await serve(options)
     async with httpx2.AsyncClient() as http:
         response = await post_initialize(http, served.mcp)
+        metadata = await http.get(f"{served.base}/.well-known/oauth-protected-resource/mcp")
     assert_unauthorized(response, "no token")
     challenge = response.headers["www-authenticate"]
     assert "https://threadline.example/.well-known/oauth-protected-resource/mcp" in challenge
     assert "0.0.0.0" not in challenge
+    assert [s.rstrip("/") for s in metadata.json()["authorization_servers"]] == [ISSUER]
+
+
+async def test_static_tokens_advertise_no_authorization_server(
+    serve: Serve, tokens: TokenFile
+) -> None:
+    """Static tokens come from `threadline token add`, not from an OAuth server: a 401 must
+    not send a client looking for one (its metadata would answer 404)."""
+    tokens.add("alice")
+    served = await serve(static(tokens, base_url="https://threadline.example/"))
+    async with httpx2.AsyncClient() as http:
+        response = await post_initialize(http, served.mcp)
+        metadata = await http.get(f"{served.base}/.well-known/oauth-protected-resource/mcp")
+    assert_unauthorized(response, "no token")
+    assert "resource_metadata" not in response.headers["www-authenticate"]
+    assert metadata.status_code == 404

@@ -9,7 +9,6 @@ other user, whatever they search for.
 
 from __future__ import annotations
 
-import json
 import sqlite3
 import ssl
 from collections.abc import AsyncIterator
@@ -24,7 +23,7 @@ from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
 from mcp.types import CallToolResult
 
-from tests.helpers import loopback_socket, uvicorn_serving
+from tests.helpers import loopback_socket, ok, uvicorn_serving
 from threadline.config import Config
 from threadline.paths import STATIC_ISSUER, USERS_DIR, user_file
 from threadline.server.auth import StaticTokenVerifier, TokenFile
@@ -124,8 +123,7 @@ async def call(
         words = " ".join(getattr(block, "text", "") for block in result.content)
         ledger.errors.append(f"{who} {tool}: {words}")
         return {}
-    assert json.loads(result.content[0].text) == result.structured_content  # type: ignore[union-attr]
-    return dict(result.structured_content)
+    return ok(result)
 
 
 async def run_client(served: Served, ledger: Ledger, u: int, c: int, mode: Mode) -> None:

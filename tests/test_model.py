@@ -270,10 +270,12 @@ def plan_compaction(s: Sess, keep_first: int | None, keep_last: int | None) -> P
     last = KEEP_LAST_DEFAULT if keep_last is None else keep_last
     rest = path[first:]
     tail_len = min(last, len(rest))  # an explicit keep_last is exact
-    if keep_last is None:  # the default tail also takes older entries while they fit
+    if keep_last is None:  # the default: at most half of the rest, in messages and tokens
+        tail_len = min(last, len(rest) // 2)
+        budget = min(KEEP_LAST_TOKENS, sum(tokens_of(e) for e in rest) // 2)
         used = sum(tokens_of(e) for e in rest[len(rest) - tail_len :])
         for entry in reversed(rest[: len(rest) - tail_len]):
-            if used + tokens_of(entry) > KEEP_LAST_TOKENS:
+            if used + tokens_of(entry) > budget:
                 break
             used += tokens_of(entry)
             tail_len += 1

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import sys
@@ -34,6 +35,24 @@ def test_demo_command_runs(tmp_path: Path) -> None:
     )
     assert result.returncode == 0, result.stderr
     assert "search 'temples': 3 hits, all in 'Trip to Kyoto'" in result.stdout
+
+
+def test_demo_without_a_data_dir_leaves_the_default_one_alone(tmp_path: Path) -> None:
+    env = {**os.environ, "HOME": str(tmp_path), "XDG_DATA_HOME": str(tmp_path / "data")}
+    env.pop("THREADLINE_DATA_DIR", None)
+
+    result = subprocess.run(
+        [sys.executable, "-m", "threadline", "demo"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+    )
+
+    assert result.returncode == 0, result.stderr
+    assert "search 'temples': 3 hits" in result.stdout
+    assert "a temporary store, now removed" in result.stdout
+    assert not (tmp_path / "data").exists() and not (tmp_path / ".local").exists()
 
 
 async def test_pasted_host_config_starts_a_working_server(tmp_path: Path) -> None:

@@ -729,3 +729,40 @@ async def test_raw_hostile_lines_get_errors_and_the_server_lives(tmp_path: Path)
             assert [m["content"] for m in history["messages"]] == ["caf\ufffd \ufffd"]
             await proc.stdin.aclose()
             assert await proc.wait() == 0
+
+
+def test_on_a_terminal_it_says_what_it_is_and_ctrl_c_stops_it(tmp_path: Path) -> None:
+    """Started by hand (stdin a terminal, here a pseudo-terminal): one line on stderr says
+    what the server is and how to stop it, and Ctrl-C ends it at once."""
+    import os
+    import pty
+    import select
+
+    pid, fd = pty.fork()
+    if pid == 0:  # the child: the real command on the terminal
+        os.execv(sys.executable, [sys.executable, "-m", "threadline", "serve", "--data-dir",
+                                  str(tmp_path)])  # fmt: skip
+    try:
+        seen = b""
+        deadline = time.monotonic() + 20
+        while b"Ctrl-C stops it" not in seen and time.monotonic() < deadline:
+            if select.select([fd], [], [], 0.2)[0]:
+                seen += os.read(fd, 4096)
+        assert b"an MCP server on stdio, waiting for a host" in seen
+        assert b"threadline config claude-desktop" in seen
+        os.write(fd, b"\x03")  # Ctrl-C, as the terminal sends it
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            done, status = os.waitpid(pid, os.WNOHANG)
+            if done:
+                assert os.waitstatus_to_exitcode(status) == 130
+                return
+            time.sleep(0.05)
+        raise AssertionError("Ctrl-C did not stop the server")
+    finally:
+        try:
+            os.kill(pid, 9)
+            os.waitpid(pid, 0)
+        except (ProcessLookupError, ChildProcessError):
+            pass
+        os.close(fd)

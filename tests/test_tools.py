@@ -25,7 +25,7 @@ TOOLS = {
     "delete_messages", "compact_session", "update_context", "get_context", "session_search",
 }  # fmt: skip
 READ_ONLY = {"list_sessions", "get_session", "get_history", "session_search"}
-DESTRUCTIVE = {"delete_session", "delete_messages", "update_context"}
+DESTRUCTIVE = {"delete_session", "delete_messages"}
 
 
 def _server(data_dir: Path, config: Config | None = None) -> Any:
@@ -253,6 +253,26 @@ async def test_compaction_asks_the_hosts_model_for_a_summary(tmp_path: Path, mod
         assert result["replaced"] == 8
         history = await call(client, "get_history", session_id=sid)
         assert "host summary" in [m["content"] for m in history["messages"]]
+
+
+async def _say_nothing(
+    ctx: ClientRequestContext, params: CreateMessageRequestParams
+) -> CreateMessageResult:
+    return CreateMessageResult(
+        role="assistant", content=TextContent(type="text", text="  "), model="test"
+    )
+
+
+async def test_an_empty_summary_from_the_host_says_so_and_compacts_nothing(
+    tmp_path: Path,
+) -> None:
+    async with Client(_server(tmp_path), sampling_callback=_say_nothing) as client:  # type: ignore[arg-type]
+        sid = (await call(client, "create_session"))["session_id"]
+        await call(client, "append_messages", session_id=sid,
+                   messages=[{"role": "user", "content": f"m{i}"} for i in range(12)])  # fmt: skip
+        text = await fails(client, "compact_session", session_id=sid, keep_last=2)
+        assert "returned an empty summary" in text and "sampling" not in text
+        assert (await call(client, "get_session", session_id=sid))["compactions"] == 0
 
 
 async def test_compaction_without_sampling_tells_the_model_what_to_do(client: Client) -> None:

@@ -5,7 +5,9 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import signal
 import sys
+import tempfile
 from pathlib import Path
 
 import anyio
@@ -95,7 +97,10 @@ def add_token_parsers(commands: Commands) -> None:
 
 def add_demo_parser(commands: Commands) -> None:
     demo = commands.add_parser(
-        "demo", help="create two threads in a store and show they stay apart"
+        "demo",
+        help="create two threads in a store and show they stay apart",
+        description="Writes a temporary store and removes it; with --data-dir DIR, the store "
+        "is DIR/demo.db and stays (sessions list and doctor read DIR/local.db, not it).",
     )
     add_common(demo)
     demo.set_defaults(run=_demo_command)
@@ -113,6 +118,8 @@ def _serve_stdio(config: Config, data_dir: Path) -> None:
 
     runtime = LocalRuntime(data_dir, config)
     log.info("serving %s over stdio", runtime.path)
+    if sys.stdin.isatty():
+        _on_a_terminal()
     # While serving, the SDK points fd 1 at stderr and keeps the wire private; a stray print()
     # in a tool is flushed there line by line. Whatever is still buffered at the end must not
     # reach the wire when the interpreter exits, so fd 1 stays on stderr afterwards.
@@ -122,6 +129,26 @@ def _serve_stdio(config: Config, data_dir: Path) -> None:
     finally:
         os.dup2(sys.stderr.fileno(), sys.stdout.fileno())
         sys.stdout.flush()
+
+
+def _on_a_terminal() -> None:
+    """Started by hand: say what this is, and let Ctrl-C stop it. (The SDK reads stdin in a
+    worker thread, which a KeyboardInterrupt cannot stop, so the process would wait for an
+    end of input that a terminal never sends.) Exiting at once loses nothing: every write
+    that was acknowledged is committed, and one in flight rolls back."""
+    print(
+        "threadline serve: an MCP server on stdio, waiting for a host (Claude Desktop, an IDE, "
+        "an agent) to start it and talk to it; typing here does nothing useful. Ctrl-C stops "
+        "it. To add it to a host: threadline config claude-desktop|claude-code|cursor|vscode",
+        file=sys.stderr,
+        flush=True,
+    )
+
+    def stop(signum: int, frame: object) -> None:
+        print("threadline serve: stopped", file=sys.stderr, flush=True)
+        os._exit(130)
+
+    signal.signal(signal.SIGINT, stop)
 
 
 def _serve_http(args: argparse.Namespace, config: Config, data_dir: Path) -> None:
@@ -223,5 +250,10 @@ def tokens_path(given: Path | None, env: Env) -> Path:
 
 
 def _demo_command(args: argparse.Namespace, env: Env) -> None:
+    if args.data_dir is None:  # not asked for a place: leave the real data directory alone
+        with tempfile.TemporaryDirectory(prefix="threadline-demo-") as scratch:
+            anyio.run(_demo, Path(scratch))
+        print("(a temporary store, now removed; --data-dir DIR keeps it as DIR/demo.db)")
+        return
     env.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     anyio.run(_demo, env.data_dir)

@@ -10,9 +10,21 @@ from typing import Any
 from mcp.server import MCPServer, NotificationOptions, ServerRequestContext
 from mcp.server.auth.provider import TokenVerifier
 from mcp.server.auth.settings import AuthSettings
-from mcp.types import EmptyResult, SubscribeRequestParams, UnsubscribeRequestParams
+from mcp.server.mcpserver import Context
+from mcp.server.mcpserver.exceptions import ToolError
+from mcp.types import (
+    CallToolResult,
+    EmptyResult,
+    InputRequiredResult,
+    SubscribeRequestParams,
+    UnsubscribeRequestParams,
+)
+from mcp.types import Tool as MCPTool
+from pydantic import ValidationError
 
 from threadline import __version__
+from threadline.server import wire
+from threadline.server.arguments import explain
 from threadline.tools import SUBSCRIPTIONS, Runtime, register_all
 from threadline.tools.common import UserScopedBus
 
@@ -53,7 +65,7 @@ def build_server(
             async with lifespan:
                 yield runtime
 
-    mcp: MCPServer[Any] = MCPServer(
+    mcp: MCPServer[Any] = _Server(
         "threadline",
         title="threadline",
         description="Persistent, parallel, isolated conversation threads.",
@@ -67,6 +79,25 @@ def build_server(
     register_all(mcp, runtime)
     _legacy_subscriptions(mcp)
     return mcp
+
+
+class _Server(MCPServer[Any]):
+    """The SDK's server, with what a model sees made lean (``server/wire.py``) and argument
+    errors told as ``field: rule`` (``server/arguments.py``)."""
+
+    async def list_tools(self) -> list[MCPTool]:
+        return [wire.lean_tool(tool) for tool in await super().list_tools()]
+
+    async def call_tool(
+        self, name: str, arguments: dict[str, Any], context: Context[Any, Any] | None = None
+    ) -> CallToolResult | InputRequiredResult:
+        try:
+            result = await super().call_tool(name, arguments, context)
+        except ToolError as exc:
+            if isinstance(exc.__cause__, ValidationError):
+                raise ToolError(f"Error executing tool {name}: {explain(exc.__cause__)}") from exc
+            raise
+        return wire.compact(result, name) if isinstance(result, CallToolResult) else result
 
 
 def _legacy_subscriptions(mcp: MCPServer[Any]) -> None:

@@ -89,9 +89,14 @@ def build_http_app(options: HttpOptions, config: Config, data_dir: Path) -> Star
     )
     auth = None
     if options.verifier is not None:
+        # Protected-resource metadata names the authorization server that issues tokens: a
+        # JWT issuer does; static tokens have none, so nothing is advertised for them (a
+        # client would look for an OAuth server that does not exist).
         auth = AuthSettings(
             issuer_url=AnyHttpUrl(options.issuer_url or options.public_url()),
-            resource_server_url=AnyHttpUrl(options.public_url() + options.path),
+            resource_server_url=(
+                AnyHttpUrl(options.public_url() + options.path) if options.issuer_url else None
+            ),
             validate_token_resource=False,
         )
     mcp = build_server(stores, token_verifier=options.verifier, auth=auth)

@@ -60,10 +60,17 @@ def _choose(
     (head_pk,) = session_row(conn, session_id, "head_pk")
     path = walk(conn, head_pk, compactions(conn, session_id))[::-1]  # oldest first
 
-    # An explicit keep_last is exact; the default also keeps what fits in keep_last_tokens.
-    budget = rules.keep_last_tokens if keep_last is None else 0
+    # An explicit keep_last is exact. The default keeps the last keep_last messages and older
+    # ones while they fit in keep_last_tokens, but never more than half of what follows the
+    # protected start (in messages and in tokens), so a conversation the caller asks to
+    # compact always has something to compact.
+    rest = path[first:]
+    budget = 0
+    if keep_last is None:
+        last = min(last, len(rest) // 2)
+        budget = min(rules.keep_last_tokens, sum(e.tokens for e in rest) // 2)
     tail_len, tail_tokens = 0, 0
-    for entry in reversed(path[first:]):
+    for entry in reversed(rest):
         if tail_len >= last and (budget == 0 or tail_tokens + entry.tokens > budget):
             break
         tail_len += 1
@@ -76,8 +83,9 @@ def _choose(
     chosen = path[lo:hi]
     if len(chosen) < 2:
         raise NothingToCompact(
-            f"session {session_id!r} has nothing to compact: {len(path)} messages in its history, "
-            f"and the first {first} and the recent tail are protected"
+            f"session {session_id!r} has nothing to compact: keep_first={first} and "
+            f"keep_last={tail_len} protect all {len(path)} messages of its history (a range "
+            "never splits a tool call from its result); pass a smaller keep_last or keep_first"
         )
     start, end = chosen[0], chosen[-1]
     start_pk = start.compaction.start_pk if start.compaction else start.row[0]  # type: ignore[index]

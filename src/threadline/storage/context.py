@@ -158,7 +158,10 @@ def update(
     )
     if spec.scope == "session" and session_id is not None:
         conn.execute("UPDATE sessions SET updated_at = ? WHERE id = ?", (stamp, session_id))
-    return usage(spec, tokens)
+    done = usage(spec, tokens)
+    if mode == "replace" and current:
+        return done.model_copy(update={"replaced": current})
+    return done
 
 
 def usage(spec: BlockSpec, tokens: int) -> BlockUsage:

@@ -121,6 +121,10 @@ class BlockUsage(_Out):
     max_tokens: int
     percent: int
     usage: str = Field(description="For example 'memory: 640/1100 tokens, 58%'.")
+    replaced: str | None = Field(
+        default=None,
+        description="After a replace: the text the block held before (to restore it).",
+    )
 
 
 class ContextBlock(_Out):

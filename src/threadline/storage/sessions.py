@@ -11,7 +11,7 @@ from threadline.storage import context, validate
 from threadline.storage.errors import InvalidInput, SessionExists
 from threadline.storage.models import SessionInfo, SessionList, SessionSummary, UsageTotals
 from threadline.storage.text import new_id, now
-from threadline.storage.tree import branch_count, effective_tokens, message_pk, session_row
+from threadline.storage.tree import OMITTED, branch_count, effective_tokens, message_pk, session_row
 
 _SUMMARY = """id, title, status, created_at, updated_at, message_count, token_estimate,
               parent_session_id"""
@@ -182,12 +182,13 @@ def rename(
     metadata: dict[str, Any] | None,
 ) -> None:
     session_row(conn, session_id, "1")
-    title = check_title(title, config)
+    keep = title is OMITTED
+    title = None if keep else check_title(title, config)
     encoded = validate.metadata(metadata, "metadata", config.limits)
     conn.execute(
-        "UPDATE sessions SET title = ?, metadata = coalesce(?, metadata), updated_at = ? "
-        "WHERE id = ?",
-        (title, encoded, now(), session_id),
+        "UPDATE sessions SET title = CASE WHEN ? THEN title ELSE ? END, "
+        "metadata = coalesce(?, metadata), updated_at = ? WHERE id = ?",
+        (keep, title, encoded, now(), session_id),
     )
 
 

@@ -135,9 +135,13 @@ class Store:
         return result
 
     async def rename_session(
-        self, session_id: str, title: str | None, metadata: dict[str, Any] | None = None
+        self,
+        session_id: str,
+        title: str | None = tree.OMITTED,
+        metadata: dict[str, Any] | None = None,
     ) -> SessionInfo:
-        """Change the title (and, if given, replace the metadata)."""
+        """Change the title (``None`` removes it; omitted keeps it) and, if given, replace
+        the metadata."""
         config = self.config
 
         def run(conn: sqlite3.Connection) -> SessionInfo:

@@ -15,11 +15,14 @@ from threadline.storage import CompactionPlan, CompactionResult, Message
 from threadline.tools.common import MODERN, Runtime, SessionId, hints, notify, using
 
 SUMMARY_TOKENS = 1500
-NO_SAMPLING = (
-    "this host cannot write the summary for you (it does not support sampling). Call "
-    "get_history to read the conversation, write the summary yourself, and call "
+WRITE_IT = (
+    "Call get_history to read the conversation, write the summary yourself, and call "
     "compact_session again with summary set."
 )
+NO_SAMPLING = (
+    "this host cannot write the summary for you (it does not support sampling). " + WRITE_IT
+)
+EMPTY_SAMPLE = "the host's model returned an empty summary, so nothing was compacted. " + WRITE_IT
 SUMMARY_SYSTEM_PROMPT = (
     "You compress conversations for an assistant's memory. Write a summary that lets the "
     "assistant continue as if it had read every message. Use these sections:\n"
@@ -50,6 +53,14 @@ def _text(message: Message) -> str:
 
 
 def register(mcp: MCPServer[Any], runtime: Runtime) -> None:
+    rules = runtime.config.compaction
+    keep_first_rule = f"Oldest messages to keep as they are; null: {rules.keep_first}."
+    keep_last_rule = (
+        f"Newest messages to keep as they are (exactly this many). null: the last "
+        f"{rules.keep_last} and older ones while they fit in {rules.keep_last_tokens:,} tokens, "
+        "never more than half of the conversation after the kept oldest ones."
+    )
+
     async def summary_or_sample(
         session_id: str,
         summary: str | None,
@@ -91,11 +102,9 @@ def register(mcp: MCPServer[Any], runtime: Runtime) -> None:
             ),
         ] = None,
         keep_first: Annotated[
-            int | None, Field(description="Oldest messages to keep as they are.", ge=0, le=10_000)
+            int | None, Field(description=keep_first_rule, ge=0, le=10_000)
         ] = None,
-        keep_last: Annotated[
-            int | None, Field(description="Newest messages to keep as they are.", ge=0, le=10_000)
-        ] = None,
+        keep_last: Annotated[int | None, Field(description=keep_last_rule, ge=0, le=10_000)] = None,
         split: Annotated[
             bool,
             Field(
@@ -113,7 +122,7 @@ def register(mcp: MCPServer[Any], runtime: Runtime) -> None:
         """
         if isinstance(written, CreateMessageResult):
             if not isinstance(written.content, TextContent) or not written.content.text.strip():
-                raise ToolError("the host's model returned no text summary; " + NO_SAMPLING)
+                raise ToolError(EMPTY_SAMPLE)
             text = written.content.text
         else:
             text = written

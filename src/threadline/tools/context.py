@@ -16,7 +16,9 @@ def register(mcp: MCPServer[Any], runtime: Runtime) -> None:
         for b in runtime.config.blocks
     )
 
-    @mcp.tool(annotations=hints(destructive=True))
+    # Not marked destructive: an append adds, and a replace returns the text it replaced
+    # (``replaced``), so nothing is lost that the caller cannot restore.
+    @mcp.tool(annotations=hints())
     async def update_context(
         ctx: Context[Any, Any],
         session_id: SessionId,
@@ -32,7 +34,8 @@ def register(mcp: MCPServer[Any], runtime: Runtime) -> None:
         Blocks with scope 'user' (like memory) are shared by all of the user's sessions:
         write lasting facts and preferences there. Session blocks (like scratchpad) hold this
         thread's notes. Writes over a block's token limit are refused with the limit; then
-        condense the block with mode='replace'. Returns how full the block is.
+        condense the block with mode='replace'. Returns how full the block is and, after a
+        replace, the text it replaced (write it back to undo).
         """
         async with using(runtime) as store:
             usage = await store.update_context(session_id, label, content, mode)

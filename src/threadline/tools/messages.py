@@ -5,10 +5,12 @@ from typing import Annotated, Any
 
 from mcp.server import MCPServer
 from mcp.server.mcpserver import Context
+from mcp.server.mcpserver.exceptions import ToolError
 from pydantic import Field
 
-from threadline.storage import AppendResult, Branch, Deleted, History, MessageIn, SessionInfo
+from threadline.storage import AppendResult, Branch, Deleted, History, SessionInfo
 from threadline.tools.common import MessageId, Runtime, SessionId, hints, notify, using
+from threadline.tools.schemas import Messages
 
 # Hosts refuse large tool results (Claude Code: 25,000 tokens). A page of history is cut to
 # this many characters of JSON, oldest messages first, and says so through has_more.
@@ -51,10 +53,10 @@ def register(mcp: MCPServer[Any], runtime: Runtime) -> None:
         ctx: Context[Any, Any],
         session_id: SessionId,
         messages: Annotated[
-            list[MessageIn],
+            Messages,
             Field(
                 description="Messages in order. Each: role (system|user|assistant|tool), "
-                "content (a string, or a list of JSON parts such as text, tool calls and tool "
+                "content (a string, or a list of parts such as text, tool calls and tool "
                 "results), optional id (makes retries safe), name, metadata.",
                 min_length=1,
                 max_length=1000,
@@ -79,6 +81,8 @@ def register(mcp: MCPServer[Any], runtime: Runtime) -> None:
         already stored with the same content are skipped, so a retry never duplicates.
         Returns the message ids, the new head, and whether the session needs compaction.
         """
+        if new_root and parent_id is not None:
+            raise ToolError("new_root: cannot be combined with parent_id; send one of them")
         async with using(runtime) as store:
             if new_root or parent_id is not None:
                 result = await store.append_messages(session_id, messages, parent_id)
@@ -127,14 +131,16 @@ def register(mcp: MCPServer[Any], runtime: Runtime) -> None:
     async def set_head(
         ctx: Context[Any, Any], session_id: SessionId, message_id: MessageId
     ) -> SessionInfo:
-        """Switch the session to the branch ending at message_id (see get_history with
-        include_branches): history and the next append follow it from now on."""
+        """Move the session's head to message_id: history and the next append follow it
+        from now on. A leaf (see get_history with include_branches) switches to that branch;
+        an earlier message rewinds the thread to it (later messages stay, on their branch,
+        and the next append starts a new branch there)."""
         async with using(runtime) as store:
             info = await store.set_head(session_id, message_id)
         await notify(ctx, (session_id,))
         return info
 
-    @mcp.tool(annotations=hints(destructive=True, idempotent=True))
+    @mcp.tool(annotations=hints(destructive=True))
     async def delete_messages(
         ctx: Context[Any, Any], session_id: SessionId, message_id: MessageId
     ) -> Deleted:

@@ -51,7 +51,14 @@ def context_text(view: ContextView) -> str:
 
 
 def register(mcp: MCPServer[Any], runtime: Runtime) -> None:
-    @mcp.resource(INDEX_URI, name="sessions", title="Sessions", mime_type="application/json")
+    @mcp.resource(
+        INDEX_URI,
+        name="sessions",
+        title="Sessions",
+        description="Your sessions, most recently active first (up to 200): id, title, "
+        "status, size.",
+        mime_type="application/json",
+    )
     async def index() -> str:
         async with using(runtime, resource_errors) as store:
             page = await store.list_sessions(limit=200)
@@ -61,6 +68,7 @@ def register(mcp: MCPServer[Any], runtime: Runtime) -> None:
         session_uri("{session_id}"),
         name="session",
         title="Session info",
+        description="One session: title, status, lineage, head, counts, token estimate, usage.",
         mime_type="application/json",
     )
     async def session(session_id: str) -> str:
@@ -77,6 +85,8 @@ def register(mcp: MCPServer[Any], runtime: Runtime) -> None:
         session_uri("{session_id}", "/history"),
         name="history",
         title="Session transcript",
+        description="The session's conversation up to its head as Markdown (newest 200 "
+        "messages, compacted ranges as their summaries).",
         mime_type="text/markdown",
     )
     async def history_markdown(session_id: str) -> str:
@@ -86,6 +96,7 @@ def register(mcp: MCPServer[Any], runtime: Runtime) -> None:
         session_uri("{session_id}", "/history.json"),
         name="history_json",
         title="Session history (JSON)",
+        description="The session's conversation up to its head as JSON (newest 200 messages).",
         mime_type="application/json",
     )
     async def history_json(session_id: str) -> str:
@@ -96,6 +107,7 @@ def register(mcp: MCPServer[Any], runtime: Runtime) -> None:
         session_uri("{session_id}", "/context"),
         name="context",
         title="Frozen system prompt and context blocks",
+        description="The session's context blocks (working memory) and its frozen system prompt.",
         mime_type="application/json",
     )
     async def context(session_id: str) -> str:

@@ -4,16 +4,13 @@ from typing import Annotated, Any, Literal
 
 from mcp.server import MCPServer
 from mcp.server.mcpserver import Context
-from pydantic import Field, JsonValue
+from pydantic import Field
 
-from threadline.storage import Deleted, MessageIn, SessionInfo, SessionList, UsageTotals
+from threadline.storage import Deleted, SessionInfo, SessionList, UsageTotals
 from threadline.tools.common import Runtime, SessionId, hints, notify, using
+from threadline.tools.schemas import Messages, Metadata
 
 Title = Annotated[str | None, Field(description="A short human title.", max_length=200)]
-Metadata = Annotated[
-    dict[str, JsonValue] | None,
-    Field(description="Free-form JSON for your own bookkeeping (tags, owner, links)."),
-]
 
 
 def register(mcp: MCPServer[Any], runtime: Runtime) -> None:
@@ -31,7 +28,7 @@ def register(mcp: MCPServer[Any], runtime: Runtime) -> None:
         ] = None,
         metadata: Metadata = None,
         messages: Annotated[
-            list[MessageIn] | None, Field(description="Messages to seed the session with.")
+            Messages | None, Field(description="Messages to seed the session with.")
         ] = None,
     ) -> SessionInfo:
         """Start a new conversation thread and return its info, including its session_id.
@@ -73,15 +70,24 @@ def register(mcp: MCPServer[Any], runtime: Runtime) -> None:
     async def rename_session(
         ctx: Context[Any, Any],
         session_id: SessionId,
-        title: Title,
+        title: Annotated[
+            str | None,
+            Field(
+                description='The new title; "" removes it; null or omitted keeps it.',
+                max_length=200,
+            ),
+        ] = None,
         metadata: Annotated[
-            dict[str, JsonValue] | None,
+            Metadata,
             Field(description="Replaces the session's metadata when given; kept when omitted."),
         ] = None,
     ) -> SessionInfo:
-        """Change a session's title (and optionally its metadata)."""
+        """Change a session's title, its metadata, or both."""
         async with using(runtime) as store:
-            info = await store.rename_session(session_id, title, metadata)
+            if title is None:
+                info = await store.rename_session(session_id, metadata=metadata)
+            else:
+                info = await store.rename_session(session_id, title or None, metadata)
         await notify(ctx, (session_id,), parts=("",))
         return info
 
@@ -127,7 +133,11 @@ def register(mcp: MCPServer[Any], runtime: Runtime) -> None:
         cost: Annotated[float | None, Field(description="Cost of the turn.", ge=0, le=1e9)] = None,
         model: Annotated[str | None, Field(description="Model name.", max_length=200)] = None,
     ) -> UsageTotals:
-        """Add one LLM turn's token usage and cost to the session's totals; returns the totals."""
+        """Add one LLM turn's token usage and cost to the session's totals; returns the totals.
+
+        For the host or agent framework that has the provider's usage figures: a model does
+        not know its own token counts, so it should not call this with guesses.
+        """
         async with using(runtime) as store:
             totals = await store.record_usage(session_id, input_tokens, output_tokens, cost, model)
         await notify(ctx, (session_id,), parts=("",))
