@@ -48,8 +48,9 @@ def dump(path: Path) -> list[tuple[object, ...]]:
 
 
 def lock_is_free(path: Path) -> bool:
-    """True when a fresh connection takes the write lock at once: no transaction is left open."""
-    conn = sqlite3.connect(path, timeout=0, isolation_level=None)
+    """True when a fresh connection takes the write lock within 2 s: no transaction is left
+    open (the store's own background indexing holds it for a few milliseconds at most)."""
+    conn = sqlite3.connect(path, timeout=2, isolation_level=None)
     try:
         conn.execute("BEGIN IMMEDIATE")
         conn.execute("ROLLBACK")

@@ -305,3 +305,73 @@ async def test_opening_a_store_builds_the_missing_word_index_resuming_a_killed_b
         assert len(found.hits) == 50
     assert "messages up to #50 of #50 indexed" in caplog.text
     assert integrity(db_path) == ("ok", "ok")
+
+
+# -- compaction summaries ---------------------------------------------------------------------
+
+
+async def test_text_only_in_a_summary_is_found_and_marked_as_a_summary(any_store: Store) -> None:
+    sid = await seed(any_store, [f"turn {i}" for i in range(12)])
+    compacted = await any_store.compact_session(sid, "We chose the ryokan in Gion.", keep_last=2)
+
+    ranked = await any_store.session_search("Which ryokan did we choose?")
+    exact = await any_store.session_search('"ryokan in Gion"')
+
+    for found in (ranked, exact):
+        (hit,) = found.hits
+        assert (hit.session_id, hit.message_id) == (sid, compacted.summary_id)
+        assert (hit.role, hit.summary_of) == ("user", compacted.replaced)
+        assert "**ryokan**" in hit.snippet or "**ryokan in Gion**" in hit.snippet
+    plain = (await any_store.session_search("turn")).hits
+    assert all(h.summary_of is None for h in plain)
+
+
+async def test_summaries_follow_the_filters(any_store: Store) -> None:
+    sid = await seed(any_store, [f"turn {i}" for i in range(12)])
+    other = await seed(any_store, ["nothing here"])
+    await any_store.compact_session(sid, "The ferry leaves at noon.", keep_last=2)
+
+    assert ids(await any_store.session_search("ferry", role="user")) == ["compaction:1"]
+    assert ids(await any_store.session_search("ferry", role="assistant")) == []
+    assert ids(await any_store.session_search("ferry", session_id=other)) == []
+    assert ids(await any_store.session_search("ferry", after="2999-01-01")) == []
+    assert ids(await any_store.session_search("ferry", before="2999-01-01")) == ["compaction:1"]
+    await any_store.delete_session(sid)
+    assert (await any_store.session_search("ferry")).hits == []
+
+
+@pytest.mark.parametrize("order", ["newest", "oldest"])
+async def test_a_summary_sorts_in_time_as_the_last_message_it_stands_for(
+    any_store: Store, order: str
+) -> None:
+    sid = await seed(any_store, ["kite 0", *(f"kite {i}" for i in range(1, 10)), "kite 10"])
+    await any_store.compact_session(sid, "kites all day", keep_first=1, keep_last=1)
+
+    found = ids(await any_store.session_search("kite", order=order, limit=20))  # type: ignore[arg-type]
+
+    oldest = ["m0", *(f"m{i}" for i in range(1, 10)), "compaction:1", "m10"]
+    assert found == (oldest if order == "oldest" else oldest[::-1])
+
+
+async def test_pages_of_an_exact_search_hold_each_summary_and_message_once(
+    any_store: Store,
+) -> None:
+    sid = await seed(any_store, [f"the heron {i}" for i in range(30)])
+    await any_store.compact_session(sid, "herons, and the heron again", keep_last=3)
+
+    hits = await every_hit_of(any_store, '"heron"', limit=7)
+
+    assert len(hits) == len(set(hits)) == 31
+    assert hits[0] == "compaction:1"  # an exact search lists summaries first
+
+
+async def every_hit_of(store: Store, query: str, limit: int) -> list[str]:
+    found: list[str] = []
+    cursor = None
+    for _ in range(50):
+        page = await store.session_search(query, limit=limit, cursor=cursor)
+        found += ids(page)
+        cursor = page.next_cursor
+        if cursor is None:
+            return found
+    raise AssertionError("paging never ended")

@@ -73,8 +73,13 @@ async def test_a_version_1_store_opens_with_its_content_intact(v1: Path) -> None
         asked = await store.session_search("What did we plan for the first day?", context=1)
         assert ("trip", "a1") in [(h.session_id, h.message_id) for h in asked.hits]
         planned = await store.session_search("planning", context=1)
-        assert [h.message_id for h in planned.hits] == ["q1", "q1"]  # the trip and its fork
-        assert [n.message_id for n in planned.hits[0].after] == ["a1"]
+        # The trip's first question and its fork's copy, and the summary "We planned Kyoto
+        # day by day." (schema 1 stored it; it is searched too).
+        assert sorted(h.message_id for h in planned.hits) == ["compaction:1", "q1", "q1"]
+        summary = next(h for h in planned.hits if h.message_id == "compaction:1")
+        assert (summary.session_id, summary.summary_of, summary.role) == ("trip", 9, "user")
+        first = next(h for h in planned.hits if h.session_id == "trip" and h.message_id == "q1")
+        assert [n.message_id for n in first.after] == ["a1"]
     conn = sqlite3.connect(v1)
     try:
         assert conn.execute("PRAGMA user_version").fetchone() == (LATEST,)

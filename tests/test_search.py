@@ -327,7 +327,7 @@ async def test_only_writes_that_add_messages_index_along(db_path: Path) -> None:
         seeded = [{"role": "user", "content": f"lychee {i}"} for i in range(10)]
         sid = (await store.create_session(messages=seeded)).session_id
         assert watermark(db_path) == (2, 10)  # 10 wait, so the seeding write indexed a chunk
-        await store.compact_session(sid, "lychees", keep_last=2)
+        await store.compact_session(sid, "the gist", keep_last=2)
         await store.rename_session(sid, "renamed")
         await store.record_usage(sid, input_tokens=5, output_tokens=7)
         assert watermark(db_path) == (2, 10)  # none of these added a message: none indexed
@@ -1035,7 +1035,11 @@ async def test_indexes_pass_integrity_checks_after_a_mixed_workload(
         await store.append_messages(fork, [{"role": "user", "content": "heron after fork"}])
         gone = await seed(store, ["short lived heron"])
         await store.delete_session(gone)
-        assert len(await every_hit(store, "heron")) == 14 + 14 + 1
+        # The messages of both sessions and the one after the fork, and the summary
+        # "herons" in the session and (copied) in its fork.
+        hits = await every_hit(store, "heron")
+        assert len(hits) == 14 + 14 + 1 + 2
+        assert [h.summary_of for h in hits if h.message_id.startswith("compaction:")] == [10, 10]
     assert integrity(db_path) == ("ok", "ok")
     indexed, top = watermark(db_path)
     assert indexed == top
@@ -1045,5 +1049,6 @@ async def test_indexes_pass_integrity_checks_after_a_mixed_workload(
         await store.delete_messages(fork, "m3")
         hits = await every_hit(store, "heron")
         assert sorted({h.session_id for h in hits}) == sorted({second, fork})
-        assert len(hits) == 14 + 3
+        # The fork's copy of the summary went with the messages it stood for.
+        assert len(hits) == 14 + 3 + 1
     assert integrity(db_path) == ("ok", "ok")

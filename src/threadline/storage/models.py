@@ -169,6 +169,11 @@ class SearchHit(_Out):
     after: list[Neighbour] = Field(
         default=[], description="With context: the messages after the hit, oldest first."
     )
+    summary_of: int | None = Field(
+        default=None,
+        description="On a compaction summary (message_id 'compaction:N'): how many messages "
+        "it stands for.",
+    )
 
 
 class SearchResults(_Out):

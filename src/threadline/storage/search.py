@@ -32,6 +32,11 @@ transaction of a write that adds messages (not a fork) once ``index_batch`` wait
 whenever writes pause for ``index_delay``. Search also reads the committed messages above
 the watermarks, so every acknowledged message is found.
 
+Compaction summaries are candidates too, in both modes: read from ``compactions`` for each
+query (they are few beside the messages), tokenized once each, scored with the same word
+weights (or, exact, tested for every term), keyed by minus their pk; an exact search lists
+them first, a search by time puts each right after the last message it stands for.
+
 User text is never FTS syntax: every word or term is quoted, so quotes, operators, column
 filters, ``C++`` or e-mail addresses are searched literally.
 """
@@ -198,10 +203,13 @@ def moment(value: object, field: str) -> str | None:
 
 @dataclass(frozen=True)
 class Scope:
-    """The filters, as SQL over ``messages m`` (each clause starts with AND)."""
+    """The filters, as SQL over ``messages m`` (each clause starts with AND), and the same
+    over ``compactions m`` for the summaries (which read as user messages), if any pass."""
 
     sql: str
     args: tuple[Any, ...]
+    summary_sql: str | None = None
+    summary_args: tuple[Any, ...] = ()
 
 
 def scope(
@@ -216,11 +224,8 @@ def scope(
         session_row(conn, session_id, "1")
         sql += " AND m.session_id = ?"
         args.append(session_id)
-    if role is not None:
-        if role not in ("system", "user", "assistant", "tool"):
-            raise InvalidInput("role", "must be one of system, user, assistant, tool")
-        sql += " AND m.role = ?"
-        args.append(role)
+    if role is not None and role not in ("system", "user", "assistant", "tool"):
+        raise InvalidInput("role", "must be one of system, user, assistant, tool")
     start, end = moment(after, "after"), moment(before, "before")
     if start is not None and end is not None and start >= end:
         raise InvalidInput("before", "must be later than after")
@@ -230,7 +235,12 @@ def scope(
     if end is not None:
         sql += " AND m.created_at < ?"
         args.append(end)
-    return Scope(sql, tuple(args))
+    # Summaries read as user messages: the same clauses (compactions have these columns).
+    summaries = (sql, tuple(args)) if role in (None, "user") else (None, ())
+    if role is not None:
+        sql += " AND m.role = ?"
+        args.append(role)
+    return Scope(sql, tuple(args), *summaries)
 
 
 class Searcher:
@@ -242,6 +252,7 @@ class Searcher:
         self._tokens = _Tokenizer()
         self._frequency: dict[str, tuple[float, int]] = {}  # word -> (df, watermark then)
         self._tail: dict[int, frozenset[str]] = {}  # pk -> stems, above the word watermark
+        self._summary_stems: dict[int, frozenset[str]] = {}  # -compaction pk -> stems
         self._lock = threading.Lock()
 
     def search(
@@ -271,14 +282,15 @@ class Searcher:
                 raise InvalidInput("cursor", "is not a cursor returned by the previous page")
         rows: list[Any] = []
         words: list[str] = []
+        summaries = _summaries(conn, where)
         if parsed.exact:
-            rows = _exact(conn, parsed.terms, where, order, offset, limit + 1)
+            rows = _exact(conn, parsed.terms, where, order, offset, limit + 1, summaries)
         if not rows and parsed.words and not (parsed.exact and offset):
-            words, rows = self._ranked(conn, parsed, where, order, offset + limit + 1)
+            words, rows = self._ranked(conn, parsed, where, order, offset + limit + 1, summaries)
             rows = rows[offset:]
         if not rows and not parsed.exact:  # no message holds a word: the terms as written
-            rows = _exact(conn, parsed.terms, where, order, offset, limit + 1)
-        hits = self._hits(conn, rows[:limit], parsed, words, context)
+            rows = _exact(conn, parsed.terms, where, order, offset, limit + 1, summaries)
+        hits = self._hits(conn, rows[:limit], parsed, words, context, summaries)
         next_offset = offset + limit
         more = len(rows) > limit and next_offset <= MAX_OFFSET
         return SearchResults.model_construct(
@@ -288,7 +300,13 @@ class Searcher:
     # -- ranked -------------------------------------------------------------------------
 
     def _ranked(
-        self, conn: sqlite3.Connection, query: Query, where: Scope, order: Order, want: int
+        self,
+        conn: sqlite3.Connection,
+        query: Query,
+        where: Scope,
+        order: Order,
+        want: int,
+        summaries: dict[int, Summary],
     ) -> tuple[list[str], list[Any]]:
         """The query's words that count (one per stem), and the hits' rows best first (at
         least ``want`` where there are so many); no rows when no message holds any word."""
@@ -354,14 +372,33 @@ class Searcher:
                 score = sum(w for stem, w in weight.items() if stem in stems)
                 if score:
                     scores[pk] = score
+        for key, stems in self._stems_of(summaries).items():
+            score = sum(w for stem, w in weight.items() if stem in stems)
+            if score:
+                scores[key] = score
         words = list(by_stem.values())
         if not scores:
             return words, []
         if order == "relevance":
-            pks = self._rerank(conn, scores, query, where)
+            pks = self._rerank(conn, scores, query, where, summaries)
         else:
-            pks = sorted(scores, reverse=order == "newest")
-        return words, self._rows(conn, pks[:want], where)
+            pks = sorted(scores, key=lambda pk: _when(pk, summaries), reverse=order == "newest")
+        return words, self._rows(conn, pks[:want], where, summaries)
+
+    def _stems_of(self, summaries: dict[int, Summary]) -> dict[int, frozenset[str]]:
+        """The stems of each summary, tokenized once each (a summary never changes)."""
+        with self._lock:
+            missing = [key for key in summaries if key not in self._summary_stems]
+        if missing:
+            found = self._tokens.stems([summaries[key].text for key in missing])
+            with self._lock:
+                if len(self._summary_stems) > 50_000:
+                    self._summary_stems.clear()
+                self._summary_stems.update(
+                    (key, frozenset(stems)) for key, stems in zip(missing, found, strict=True)
+                )
+        with self._lock:
+            return {key: self._summary_stems.get(key, frozenset()) for key in summaries}
 
     def _indexed_frequency(self, conn: sqlite3.Connection, word: str, watermark: int) -> float:
         """How many indexed messages hold the word: counted, or for a common word
@@ -401,7 +438,12 @@ class Searcher:
             return {pk: self._tail[pk] for pk in pks if pk in self._tail}
 
     def _rerank(
-        self, conn: sqlite3.Connection, scores: dict[int, float], query: Query, where: Scope
+        self,
+        conn: sqlite3.Connection,
+        scores: dict[int, float],
+        query: Query,
+        where: Scope,
+        summaries: dict[int, Summary],
     ) -> list[int]:
         """Every scored pk, best first: the best ``RERANK`` with their neighbours' share and
         the literal match of the query first, then the rest by score."""
@@ -429,6 +471,7 @@ class Searcher:
                 for grandchild in grandchildren.get(child, ()):
                     give(grandchild, far * share)
         texts = _texts(conn, list(final), where)
+        texts.update((key, summaries[key].text) for key in final if key in summaries)
         needles = [t.lower() for t in query.terms]
         typed = " ".join(needles)
 
@@ -443,15 +486,18 @@ class Searcher:
         return best + [pk for pk in ranked[RERANK:] if pk not in shown]
 
     @staticmethod
-    def _rows(conn: sqlite3.Connection, pks: list[int], where: Scope) -> list[Any]:
+    def _rows(
+        conn: sqlite3.Connection, pks: list[int], where: Scope, summaries: dict[int, Summary]
+    ) -> list[Any]:
         found = {
             row[0]: row
             for row in conn.execute(
                 f"SELECT {_HIT_COLUMNS} {_FROM} "
                 f"WHERE m.pk IN (SELECT value FROM json_each(?)){where.sql}",
-                [json.dumps(pks), *where.args],
+                [json.dumps([pk for pk in pks if pk > 0]), *where.args],
             )
         }
+        found.update((key, summaries[key].row) for key in pks if key in summaries)
         return [found[pk] for pk in pks if pk in found]
 
     # -- hits ---------------------------------------------------------------------------
@@ -463,6 +509,7 @@ class Searcher:
         query: Query,
         words: list[str],
         context: int,
+        summaries: dict[int, Summary],
     ) -> list[SearchHit]:
         marks = self._tokens.marks([row[-1] for row in rows], words) if words else None
         needles = [t.lower() for t in query.terms]
@@ -474,7 +521,9 @@ class Searcher:
         for i, row in enumerate(rows):
             pk, session_id, title, message_id, role, created_at, text = row
             spans = marks[i] if marks is not None else []
-            before, after = _surroundings(conn, pk, context) if context else ([], [])
+            summary = summaries.get(pk)
+            near = context and summary is None
+            before, after = _surroundings(conn, pk, context) if near else ([], [])
             hits.append(
                 SearchHit.model_construct(
                     session_id=session_id,
@@ -485,9 +534,43 @@ class Searcher:
                     created_at=created_at,
                     before=before,
                     after=after,
+                    summary_of=summary.replaced if summary is not None else None,
                 )
             )
         return hits
+
+
+@dataclass(frozen=True, slots=True)
+class Summary:
+    """A compaction summary as a search candidate, keyed by minus its pk (messages' pks are
+    positive). ``row`` is shaped like a message hit's row."""
+
+    row: tuple[Any, ...]
+    replaced: int
+    end_pk: int
+
+    @property
+    def text(self) -> str:
+        return str(self.row[-1])
+
+
+def _summaries(conn: sqlite3.Connection, where: Scope) -> dict[int, Summary]:
+    """Every compaction summary in scope: what is searched besides the messages."""
+    if where.summary_sql is None:
+        return {}
+    rows = conn.execute(
+        "SELECT -m.pk, m.session_id, s.title, 'compaction:' || m.pk, 'user', m.created_at, "
+        "m.summary, m.replaced, m.end_pk FROM compactions m JOIN sessions s ON s.id = "
+        f"m.session_id WHERE 1{where.summary_sql}",
+        where.summary_args,
+    ).fetchall()
+    return {row[0]: Summary(tuple(row[:7]), row[7], row[8]) for row in rows}
+
+
+def _when(key: int, summaries: dict[int, Summary]) -> tuple[int, int]:
+    """Where a hit sorts in time: a message by its pk, a summary right after the last
+    message it stands for."""
+    return (summaries[key].end_pk, 1) if key in summaries else (key, 0)
 
 
 def _quote(text: str) -> str:
@@ -647,13 +730,26 @@ def _contains_all(words: list[str]) -> tuple[str, list[str]]:
 
 
 def _exact(
-    conn: sqlite3.Connection, words: list[str], where: Scope, order: Order, skip: int, want: int
+    conn: sqlite3.Connection,
+    words: list[str],
+    where: Scope,
+    order: Order,
+    skip: int,
+    want: int,
+    summaries: dict[int, Summary],
 ) -> list[Any]:
-    """``want`` rows of messages holding every term, after the first ``skip``.
+    """``want`` rows of messages (and summaries) holding every term, after the first ``skip``.
 
-    By relevance: the unindexed tail (newest first), then the ranked window of indexed
-    matches, then older matches newest first. By time: newest or oldest first.
+    By relevance: summaries (newest first), the unindexed tail (newest first), then the
+    ranked window of indexed matches, then older matches newest first. By time: newest or
+    oldest first.
     """
+    needles = [w.lower() for w in words]
+    held = [
+        summaries[key].row
+        for key in sorted(summaries)  # newest first: -pk ascending
+        if all(n in summaries[key].text.lower() for n in needles)
+    ]
     (indexed,) = conn.execute("SELECT indexed_pk FROM search_state").fetchone()
     # Every hit holds every term by this one test, indexed or not. The index only narrows the
     # candidates: MATCH gets the terms as typed, folded by its tokenizer like the index was.
@@ -678,15 +774,21 @@ def _exact(
                 f"SELECT {_HIT_COLUMNS} {_FROM} WHERE m.pk > ?{filters}",
                 [indexed, *all_args, *where.args],
             ).fetchall()
-        rows.sort(key=lambda row: row[0], reverse=order == "newest")
+        rows += held
+        rows.sort(key=lambda row: _when(row[0], summaries), reverse=order == "newest")
         return rows[skip : skip + want]
 
+    rows = held[skip : skip + want]
+    want -= len(rows)
+    skip = max(0, skip - len(held))
+    if want <= 0:
+        return rows
     tail = conn.execute(
         f"SELECT {_HIT_COLUMNS} {_FROM} WHERE m.pk > ?{filters} ORDER BY m.pk DESC",
         [indexed, *params],
     ).fetchall()
-    rows = tail[skip : skip + want]
-    want -= len(rows)
+    rows += tail[skip : skip + want]
+    want -= len(tail[skip : skip + want])
     skip = max(0, skip - len(tail))
     if want > 0 and long:
         rows += _indexed(conn, long, filters, params, want, skip)

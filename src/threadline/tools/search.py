@@ -66,8 +66,9 @@ def register(mcp: MCPServer[Any], runtime: Runtime) -> None:
         keywords; use quotes for an exact phrase, and session_id, role, after and before to
         narrow it. Hits come best first: the session id and title, the message id, role,
         time, a snippet with the matched words in **bold**, and with context > 0 the
-        messages around each hit. Search here before asking the user to repeat something
-        they told you in another thread."""
+        messages around each hit. Compaction summaries are searched too (summary_of set).
+        Search here before asking the user to repeat something they told you in another
+        thread."""
         async with using(runtime) as store:
             return await store.session_search(
                 query,
