@@ -23,6 +23,7 @@ from threadline.cli.serve import tokens_path
 from threadline.config import Config, ConfigError
 from threadline.paths import LOCAL_STORE, STATIC_ISSUER, USERS_DIR, default_data_dir, user_file
 from threadline.storage.schema import APPLICATION_ID, LATEST
+from threadline.storage.search import newest_pk
 
 Level = Literal["ok", "warn", "fail"]
 
@@ -182,7 +183,7 @@ def _store(report: Report, path: Path, owner: str | None) -> None:
         sessions, messages = conn.execute(
             "SELECT (SELECT count(*) FROM sessions), (SELECT count(*) FROM messages)"
         ).fetchone()
-        index = _search_index(conn, version)
+        index, building = _search_index(conn, version)
     except sqlite3.Error as exc:
         report.add(
             "fail",
@@ -212,7 +213,7 @@ def _store(report: Report, path: Path, owner: str | None) -> None:
             f"{facts}; migrates to schema {LATEST} when next opened (the word index for search "
             "is built then, in resumable steps)",
         )
-    elif index.startswith("word index"):
+    elif building:
         report.add("warn", what, f"{facts}; {index}", "open it once (`threadline sessions list`)")
     elif wal_size > 256 * 2**20:
         report.add(
@@ -225,23 +226,19 @@ def _store(report: Report, path: Path, owner: str | None) -> None:
         report.add("ok", what, f"{facts}; {index}; quick_check ok")
 
 
-def _search_index(conn: sqlite3.Connection, version: int) -> str:
-    """The state of the search indexes, as a clause: how many messages each still lacks."""
+def _search_index(conn: sqlite3.Connection, version: int) -> tuple[str, bool]:
+    """The state of the search indexes, as a clause (how many messages each still lacks),
+    and whether the word index is still being built."""
     if version < 2:
-        return "no word index yet"
-    newest = conn.execute(
-        "SELECT coalesce((SELECT seq FROM sqlite_sequence WHERE name = 'messages'), 0)"
-    ).fetchone()[0]
+        return "no word index yet", False
     indexed, words = conn.execute("SELECT indexed_pk, words_pk FROM search_state").fetchone()
     if words < indexed:
-        return (
-            f"word index built up to message #{words} of #{indexed} "
-            "(it resumes when the store is next opened)"
-        )
-    waiting = newest - indexed
+        built = f"word index built up to message #{words} of #{indexed}"
+        return f"{built} (it resumes when the store is next opened)", True
+    waiting = newest_pk(conn) - indexed
     if not waiting:
-        return "search index up to date"
-    return f"search index: {count(waiting, 'message')} to index (found meanwhile by a scan)"
+        return "search index up to date", False
+    return f"search index: {count(waiting, 'message')} to index (found meanwhile by a scan)", False
 
 
 def _tokens(report: Report, env: Env) -> None:

@@ -22,6 +22,7 @@ from threadline.cli.common import (
 )
 from threadline.cli.render import session_markdown
 from threadline.storage import SessionSummary, Store
+from threadline.storage.search import MAX_CONTEXT
 
 
 def add_parsers(commands: Commands) -> None:
@@ -105,7 +106,7 @@ def add_parsers(commands: Commands) -> None:
         type=int,
         default=0,
         metavar="N",
-        help="show N messages before and after each hit (0-5, default 0)",
+        help=f"show N messages before and after each hit (0-{MAX_CONTEXT}, default 0)",
     )
     search.add_argument("--limit", type=int, default=10, help="hits to show (1-50, default 10)")
     search.set_defaults(run=_sync(_search))
@@ -251,8 +252,8 @@ _BOLD = re.compile(r"\*\*(.+?)\*\*", re.DOTALL)
 async def _search(args: argparse.Namespace, store: Store) -> None:
     if not 1 <= args.limit <= 50:
         raise UsageError("--limit must be from 1 to 50")
-    if not 0 <= args.context <= 5:
-        raise UsageError("--context must be from 0 to 5")
+    if not 0 <= args.context <= MAX_CONTEXT:
+        raise UsageError(f"--context must be from 0 to {MAX_CONTEXT}")
     results = await store.session_search(
         args.query,
         session_id=args.session,

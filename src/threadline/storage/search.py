@@ -49,7 +49,7 @@ import math
 import re
 import sqlite3
 import threading
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal
@@ -117,14 +117,19 @@ def index_pending(conn: sqlite3.Connection, at_least: int = 1, at_most: int | No
         return 0
     if at_most is not None:
         top = min(top, indexed + at_most)
-    for table, since in (("fts_trigram", indexed), ("fts_words", words)):
-        conn.execute(
-            f"INSERT INTO {table} (rowid, body) "
-            "SELECT pk, coalesce(body, content) FROM messages WHERE pk > ? AND pk <= ?",
-            (since, top),
-        )
+    _index(conn, "fts_trigram", indexed, top)
+    _index(conn, "fts_words", words, top)
     conn.execute("UPDATE search_state SET indexed_pk = ?, words_pk = ?", (top, top))
     return int(top - indexed)
+
+
+def _index(conn: sqlite3.Connection, table: str, since: int, top: int) -> None:
+    """Add the messages with ``since < pk <= top`` to one index."""
+    conn.execute(
+        f"INSERT INTO {table} (rowid, body) "
+        "SELECT pk, coalesce(body, content) FROM messages WHERE pk > ? AND pk <= ?",
+        (since, top),
+    )
 
 
 def backfill_words(conn: sqlite3.Connection, chunk: int = BACKFILL_CHUNK) -> None:
@@ -143,11 +148,7 @@ def backfill_words(conn: sqlite3.Connection, chunk: int = BACKFILL_CHUNK) -> Non
                 conn.execute("COMMIT")
                 return
             top = min(indexed, words + chunk)
-            conn.execute(
-                "INSERT INTO fts_words (rowid, body) "
-                "SELECT pk, coalesce(body, content) FROM messages WHERE pk > ? AND pk <= ?",
-                (words, top),
-            )
+            _index(conn, "fts_words", words, top)
             conn.execute("UPDATE search_state SET words_pk = ?", (top,))
             conn.execute("COMMIT")
         except BaseException:
@@ -357,22 +358,21 @@ class Searcher:
                     [*args, depth],
                 ).fetchall()
             )
-        if tail:
-            in_scope = tail
-            if where.sql:
-                in_scope = {
-                    pk: tail[pk]
-                    for (pk,) in conn.execute(
-                        f"SELECT m.pk FROM messages m WHERE m.pk > ?{where.sql}",
-                        [watermark, *where.args],
-                    )
-                    if pk in tail
-                }
-            for pk, stems in in_scope.items():
-                score = sum(w for stem, w in weight.items() if stem in stems)
-                if score:
-                    scores[pk] = score
-        for key, stems in self._stems_of(summaries).items():
+        # Scored here, from their stems: the tail (in scope) and the summaries.
+        unindexed = tail
+        if tail and where.sql:
+            unindexed = {
+                pk: tail[pk]
+                for (pk,) in conn.execute(
+                    f"SELECT m.pk FROM messages m WHERE m.pk > ?{where.sql}",
+                    [watermark, *where.args],
+                )
+                if pk in tail
+            }
+        stemmed = self._stemmed(
+            self._summary_stems, list(summaries), lambda keys: {k: summaries[k].text for k in keys}
+        )
+        for key, stems in [*unindexed.items(), *stemmed.items()]:
             score = sum(w for stem, w in weight.items() if stem in stems)
             if score:
                 scores[key] = score
@@ -385,20 +385,25 @@ class Searcher:
             pks = sorted(scores, key=lambda pk: _when(pk, summaries), reverse=order == "newest")
         return words, self._rows(conn, pks[:want], where, summaries)
 
-    def _stems_of(self, summaries: dict[int, Summary]) -> dict[int, frozenset[str]]:
-        """The stems of each summary, tokenized once each (a summary never changes)."""
+    def _stemmed(
+        self,
+        cache: dict[int, frozenset[str]],
+        keys: list[int],
+        texts_of: Callable[[list[int]], dict[int, str]],
+    ) -> dict[int, frozenset[str]]:
+        """The stems of each key's text, from ``cache``; each text is tokenized once (a
+        message's or a summary's text never changes under its key)."""
         with self._lock:
-            missing = [key for key in summaries if key not in self._summary_stems]
+            missing = [key for key in keys if key not in cache]
         if missing:
-            found = self._tokens.stems([summaries[key].text for key in missing])
+            texts = texts_of(missing)
+            found = self._tokens.stems([texts[key] for key in missing])
             with self._lock:
-                if len(self._summary_stems) > 50_000:
-                    self._summary_stems.clear()
-                self._summary_stems.update(
-                    (key, frozenset(stems)) for key, stems in zip(missing, found, strict=True)
-                )
+                if len(cache) > 50_000:
+                    cache.clear()
+                cache.update((key, frozenset(s)) for key, s in zip(missing, found, strict=True))
         with self._lock:
-            return {key: self._summary_stems.get(key, frozenset()) for key in summaries}
+            return {key: cache.get(key, frozenset()) for key in keys}
 
     def _indexed_frequency(self, conn: sqlite3.Connection, word: str, watermark: int) -> float:
         """How many indexed messages hold the word: counted, or for a common word
@@ -428,14 +433,7 @@ class Searcher:
         with self._lock:
             for pk in [pk for pk in self._tail if pk <= watermark]:
                 del self._tail[pk]
-            missing = [pk for pk in pks if pk not in self._tail]
-        if missing:
-            texts = _texts(conn, missing)
-            found = self._tokens.stems([texts[pk] for pk in missing])
-            with self._lock:
-                self._tail.update((pk, frozenset(s)) for pk, s in zip(missing, found, strict=True))
-        with self._lock:
-            return {pk: self._tail[pk] for pk in pks if pk in self._tail}
+        return self._stemmed(self._tail, pks, lambda missing: _texts(conn, missing))
 
     def _rerank(
         self,
@@ -787,8 +785,9 @@ def _exact(
         f"SELECT {_HIT_COLUMNS} {_FROM} WHERE m.pk > ?{filters} ORDER BY m.pk DESC",
         [indexed, *params],
     ).fetchall()
-    rows += tail[skip : skip + want]
-    want -= len(tail[skip : skip + want])
+    page = tail[skip : skip + want]
+    rows += page
+    want -= len(page)
     skip = max(0, skip - len(tail))
     if want > 0 and long:
         rows += _indexed(conn, long, filters, params, want, skip)

@@ -89,10 +89,8 @@ def metadata_from_wire(value: Any, field: str = "metadata") -> Any:
 
 
 def _part_from_wire(part: Any, field: str) -> Any:
-    if not isinstance(part, dict) or not isinstance(part.get("json"), str | None):
-        return part
-    if "json" not in part:
-        return part
+    if not isinstance(part, dict) or not isinstance(part.get("json", 0), str | None):
+        return part  # not the portable form (no "json" field, or one of another type)
     rest = {k: v for k, v in part.items() if k != "json"}
     if rest.get("text") is None:
         rest.pop("text", None)
