@@ -49,7 +49,7 @@ RAW_FTS = (
         body, content = 'message_text', content_rowid = 'pk', tokenize = 'trigram')""",
     """CREATE VIRTUAL TABLE fts_words USING fts5 (
         body, content = 'message_text', content_rowid = 'pk',
-        tokenize = 'porter unicode61 remove_diacritics 2')""",
+        tokenize = 'porter unicode61 remove_diacritics 2', detail = 'none')""",
     "INSERT INTO fts_trigram (fts_trigram, rank) VALUES ('automerge', 8)",
     "INSERT INTO fts_words (fts_words, rank) VALUES ('automerge', 8)",
 )

@@ -234,6 +234,16 @@ async def test_compacted_messages_are_ranked_like_any_other(any_store: Store) ->
     assert ids(found)[0] == "m6"
 
 
+async def test_a_word_the_tokenizer_splits_is_searched_by_its_parts(any_store: Store) -> None:
+    # U+19B0 is a letter to Python but a separator to SQLite's Unicode tables: the query word
+    # is two index words, and the index (without positions) takes no phrase.
+    await seed(any_store, ["the kala\u19b0mora festival", "kala alone", "nothing here"])
+
+    found = await any_store.session_search("Where is kala\u19b0mora?")
+
+    assert ids(found) == ["m0", "m1"]
+
+
 def test_the_query_tokenizer_is_the_word_index_tokenizer() -> None:
     statements = " ".join(
         statement for _, migration in schema.MIGRATIONS for statement in migration

@@ -1,9 +1,9 @@
 """Stores written by every released schema version open with their content intact.
 
-``fixtures/schema-v<N>.db`` was written by schema version N (v1 by threadline 0.1.0, with
-``fixtures/make_schema_v1.py``) and is never rebuilt: when the schema moves to version N+1,
-the new code must open and migrate each older fixture without losing what it held. Tests
-always work on a copy.
+``fixtures/schema-v<N>.db`` was written by schema version N (v1 by threadline 0.1.0, v2 by
+main at 56d44f8, both with ``fixtures/make_schema_fixture.py``) and is never rebuilt: when
+the schema moves to version N+1, the new code must open and migrate each older fixture
+without losing what it held. Tests always work on a copy.
 """
 
 from __future__ import annotations
@@ -21,23 +21,27 @@ from threadline.storage.schema import LATEST
 FIXTURES = Path(__file__).parent / "fixtures"
 
 
-@pytest.fixture
-def v1(tmp_path: Path) -> Path:
-    copy = tmp_path / "v1.db"
-    shutil.copyfile(FIXTURES / "schema-v1.db", copy)
+VERSIONS = (1, 2)
+
+
+@pytest.fixture(params=VERSIONS, ids=lambda n: f"v{n}")
+def old(request: pytest.FixtureRequest, tmp_path: Path) -> Path:
+    copy = tmp_path / "old.db"
+    shutil.copyfile(FIXTURES / f"schema-v{request.param}.db", copy)
     return copy
 
 
-def test_the_fixture_is_schema_version_1() -> None:
-    conn = sqlite3.connect(f"file:{FIXTURES / 'schema-v1.db'}?mode=ro", uri=True)
+@pytest.mark.parametrize("version", VERSIONS)
+def test_each_fixture_has_its_schema_version(version: int) -> None:
+    conn = sqlite3.connect(f"file:{FIXTURES / f'schema-v{version}.db'}?mode=ro", uri=True)
     try:
-        assert conn.execute("PRAGMA user_version").fetchone() == (1,)
+        assert conn.execute("PRAGMA user_version").fetchone() == (version,)
     finally:
         conn.close()
 
 
-async def test_a_version_1_store_opens_with_its_content_intact(v1: Path) -> None:
-    async with Store.open(v1) as store:
+async def test_an_older_store_opens_with_its_content_intact(old: Path) -> None:
+    async with Store.open(old) as store:
         listed = await store.list_sessions()
         assert sorted(s.title or "" for s in listed.sessions) == [
             "Kyoto trip",
@@ -68,21 +72,26 @@ async def test_a_version_1_store_opens_with_its_content_intact(v1: Path) -> None
         assert [m.id for m in copied.messages] == ["q1", "a1", "q2"]
         hits = await store.session_search("竹林")
         assert [(h.session_id, h.message_id) for h in hits.hits] == [("trip", "a2")]
-        # Ranked by words, stems included, over what schema 1 stored (the migration built
-        # the word index): a question in plain words finds the compacted original.
+        # Ranked by words, stems included, over what the old schema stored (the migration
+        # built the word index): a question in plain words finds the compacted original.
         asked = await store.session_search("What did we plan for the first day?", context=1)
         assert ("trip", "a1") in [(h.session_id, h.message_id) for h in asked.hits]
         planned = await store.session_search("planning", context=1)
         # The trip's first question and its fork's copy, and the summary "We planned Kyoto
-        # day by day." (schema 1 stored it; it is searched too).
+        # day by day." (the old schema stored it; it is searched too).
         assert sorted(h.message_id for h in planned.hits) == ["compaction:1", "q1", "q1"]
         summary = next(h for h in planned.hits if h.message_id == "compaction:1")
         assert (summary.session_id, summary.summary_of, summary.role) == ("trip", 9, "user")
         first = next(h for h in planned.hits if h.session_id == "trip" and h.message_id == "q1")
         assert [n.message_id for n in first.after] == ["a1"]
-    conn = sqlite3.connect(v1)
+    conn = sqlite3.connect(old)
     try:
         assert conn.execute("PRAGMA user_version").fetchone() == (LATEST,)
+        # The word index was rebuilt without positions, over every message.
+        (words,) = conn.execute("SELECT sql FROM sqlite_schema WHERE name = 'fts_words'").fetchone()
+        assert "detail = 'none'" in words
+        top = conn.execute("SELECT seq FROM sqlite_sequence WHERE name = 'messages'").fetchone()
+        assert conn.execute("SELECT words_pk, indexed_pk FROM search_state").fetchone() == top * 2
     finally:
         conn.close()
-    assert integrity(v1) == ("ok", "ok")
+    assert integrity(old) == ("ok", "ok")

@@ -1,7 +1,8 @@
 """Search over every message of the user: ranked by words, or exact.
 
 **Ranked (the default).** The query's words are stemmed the way the word index stems them
-(FTS5's ``porter`` tokenizer over ``unicode61``), English stop words are dropped (unless the
+(FTS5's ``porter`` tokenizer over ``unicode61``; the index keeps which messages hold a word,
+not where: ``detail = 'none'``), English stop words are dropped (unless the
 query holds nothing else), and every message holding *any* of the remaining words is a hit.
 A message scores the sum of the inverse document frequencies of the query words it holds
 (bm25 with k1 = 0: a rare word counts for much, a common one for little, a repeat or a long
@@ -314,7 +315,7 @@ class Searcher:
         top = newest_pk(conn)
         (watermark,) = conn.execute("SELECT words_pk FROM search_state").fetchone()
         by_stem: dict[str, str] = {}
-        for word, found in zip(query.words, self._tokens.stems(query.words), strict=True):
+        for word, found in self._tokens.words(query.words):
             for stem in found:
                 by_stem.setdefault(stem, word)
         tail = self._tail_stems(conn, watermark)
@@ -672,6 +673,20 @@ class _Tokenizer:
             self._load(texts)
             for doc, term in self._conn.execute("SELECT doc, term FROM v"):
                 out[doc].add(term)
+        return out
+
+    def words(self, words: Sequence[str]) -> list[tuple[str, set[str]]]:
+        """Each word with its stem, split where the tokenizer splits it (a few letters that
+        SQLite's Unicode tables do not know are separators to it): the word index keeps no
+        positions, so every word it is asked for must be one token."""
+        out = []
+        for word, stems in zip(words, self.stems(words), strict=True):
+            if len(stems) <= 1:
+                out.append((word, stems))
+                continue
+            kept = self.stems(list(word))
+            parts = "".join(c if s else " " for c, s in zip(word, kept, strict=True)).split()
+            out.extend(zip(parts, self.stems(parts), strict=True))
         return out
 
     def marks(self, texts: Sequence[str], words: Sequence[str]) -> list[list[tuple[int, int]]]:
