@@ -5,9 +5,12 @@ too, so both are kept small without losing what a client needs:
 
 - input schemas lose the ``title`` pydantic gives every field ("Session Id" for
   ``session_id``), and descriptions the indentation of the docstrings;
-- an output schema keeps one level: the result's fields and their JSON types, what a client
-  checks a result against; the nested detail (and the descriptions, which the tool's own
-  description covers) was half of ``tools/list``;
+- input schemas write an optional ``X or null`` as ``"type": [X, "null"]``, not pydantic's
+  ``anyOf`` with ``"default": null``;
+- an output schema says only that the result is an object (its fields are the library's
+  models, ``threadline.storage.models``): the full schemas were half of ``tools/list``, a
+  model never sees them (hosts give it the input schemas), and a client re-validated every
+  result against them (5 ms of a 12 ms ``get_history`` call);
 - a result's text is its structured content as compact JSON, without the nulls, empty lists
   and default flags a model does not need; a history page's text is a transcript, one line
   per message (the structured content itself is unchanged).
@@ -21,17 +24,21 @@ from typing import Any
 
 from mcp.types import CallToolResult, TextContent, Tool
 
+# What a tool with an output schema lists as it: its results are JSON objects.
+_OBJECT: dict[str, Any] = {"type": "object"}
+
 # Per-message flags that are false on almost every message: said only when true.
 _QUIET = frozenset({"compacted", "truncated"})
 
 
 def lean_schema(schema: Any) -> Any:
-    """``schema`` without ``title`` annotations; the names of properties are kept, whatever
-    they are called."""
+    """``schema`` without ``title`` annotations and with ``X or null`` written short; the
+    names of properties are kept, whatever they are called."""
     if isinstance(schema, list):
         return [lean_schema(s) for s in schema]
     if not isinstance(schema, dict):
         return schema
+    schema = _nullable(schema)
     out: dict[str, Any] = {}
     for key, value in schema.items():
         if key == "title":
@@ -45,24 +52,20 @@ def lean_schema(schema: Any) -> Any:
     return out
 
 
-def _types(schema: dict[str, Any]) -> list[str]:
-    if "anyOf" in schema:
-        return [t for member in schema["anyOf"] for t in _types(member)]
-    if "$ref" in schema:
-        return ["object"]
-    kind = schema.get("type")
-    if isinstance(kind, list):
-        return [str(k) for k in kind]
-    return [str(kind)] if kind else []
-
-
-def shallow_schema(schema: dict[str, Any]) -> dict[str, Any]:
-    """An object schema cut to its fields and their JSON types."""
-    fields = {}
-    for name, field in schema.get("properties", {}).items():
-        kinds = list(dict.fromkeys(_types(field)))
-        fields[name] = {"type": kinds[0] if len(kinds) == 1 else kinds} if kinds else {}
-    return {"type": "object", "properties": fields}
+def _nullable(schema: dict[str, Any]) -> dict[str, Any]:
+    """``{"anyOf": [{"type": T, ...}, {"type": "null"}], "default": null}`` (pydantic's
+    optional field) as ``{"type": [T, "null"], ...}``: the same meaning in a third of the
+    characters. Other schemas are returned as they are."""
+    members = schema.get("anyOf")
+    if not isinstance(members, list) or len(members) != 2 or {"type": "null"} not in members:
+        return schema
+    (kept,) = [m for m in members if m != {"type": "null"}]
+    if not isinstance(kept, dict) or not isinstance(kept.get("type"), str):
+        return schema
+    rest = {k: v for k, v in schema.items() if k != "anyOf"}
+    if rest.get("default", ...) is None:
+        del rest["default"]  # an omitted argument is null already
+    return {**kept, "type": [kept["type"], "null"], **rest}
 
 
 def lean_tool(tool: Tool) -> Tool:
@@ -70,9 +73,7 @@ def lean_tool(tool: Tool) -> Tool:
         update={
             "description": inspect.cleandoc(tool.description or ""),
             "input_schema": lean_schema(tool.input_schema),
-            "output_schema": (
-                shallow_schema(tool.output_schema) if tool.output_schema is not None else None
-            ),
+            "output_schema": _OBJECT if tool.output_schema is not None else None,
         }
     )
 

@@ -42,7 +42,7 @@ class Runtime(Protocol):
 SessionId = Annotated[
     str,
     Field(
-        description="The session (thread) id, as returned by create_session or list_sessions.",
+        description="A session id (from create_session or list_sessions).",
         pattern=r"^[A-Za-z0-9._-]{1,64}$",
     ),
 ]

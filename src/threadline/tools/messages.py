@@ -55,9 +55,7 @@ def register(mcp: MCPServer[Any], runtime: Runtime) -> None:
         messages: Annotated[
             Messages,
             Field(
-                description="Messages in order. Each: role (system|user|assistant|tool), "
-                "content (a string, or a list of parts such as text, tool calls and tool "
-                "results), optional id (makes retries safe), name, metadata.",
+                description="The messages, oldest first.",
                 min_length=1,
                 max_length=1000,
             ),

@@ -31,8 +31,7 @@ def _nullable(schema: dict[str, Any], description: str) -> dict[str, Any]:
 
 
 METADATA_DESCRIPTION = (
-    "Free-form JSON object for your own bookkeeping (tags, owner, links), written as a string: "
-    '"{\\"tag\\": \\"travel\\"}".'
+    'Your own JSON object (tags, owner, links) as a string: "{\\"tag\\": \\"travel\\"}".'
 )
 _PART = {
     "type": "object",
