@@ -34,7 +34,7 @@ import jwt
 import pytest
 import uvicorn
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from mcp import Client, MCPError
@@ -47,9 +47,10 @@ from starlette.applications import Starlette
 
 from tests.helpers import call, dump
 from threadline import Config
+from threadline.config import Http
 from threadline.paths import STATIC_ISSUER, user_file
 from threadline.server.auth import JWTVerifier, StaticTokenVerifier, TokenFile
-from threadline.server.http import HttpOptions, build_http_app
+from threadline.server.http import HttpOptions, build_http_app, server_config
 from threadline.server.stores import UserStores
 
 MODERN, LEGACY = "2026-07-28", "2025-11-25"
@@ -87,7 +88,7 @@ class Served:
         return stores
 
 
-Serve = Callable[[HttpOptions], Awaitable[Served]]
+Serve = Callable[..., Awaitable[Served]]
 
 
 async def eventually(condition: Callable[[], bool], seconds: float) -> bool:
@@ -104,16 +105,12 @@ async def serve(tmp_path: Path) -> AsyncIterator[Serve]:
     servers: list[uvicorn.Server] = []
     async with anyio.create_task_group() as tasks:
 
-        async def start(options: HttpOptions) -> Served:
-            app = build_http_app(options, Config(), tmp_path)
+        async def start(options: HttpOptions, config: Config | None = None) -> Served:
+            config = config or Config()
+            app = build_http_app(options, config, tmp_path)
             server = uvicorn.Server(
-                uvicorn.Config(
-                    app,
-                    host="127.0.0.1",
-                    port=0,
-                    log_level="warning",
-                    lifespan="on",
-                    timeout_graceful_shutdown=3,
+                server_config(
+                    app, options, config, port=0, lifespan="on", timeout_graceful_shutdown=3
                 )
             )
             servers.append(server)
@@ -301,7 +298,7 @@ class JWTSetup:
     public_pem: bytes
 
 
-@pytest.fixture(params=["HS256", "RS256"])
+@pytest.fixture(params=["HS256", "RS256", "ES256"])
 def jwt_setup(
     request: pytest.FixtureRequest,
     tmp_path: Path,
@@ -316,7 +313,11 @@ def jwt_setup(
         wrong: Any = secrets.token_hex(32).encode()
         public = b""
     else:
-        private, other = rsa_keys
+        private, other = (
+            rsa_keys
+            if algorithm == "RS256"
+            else (ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1()))
+        )
         public = private.public_key().public_bytes(
             serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
         )
@@ -394,11 +395,16 @@ async def test_invalid_jwts_get_401_and_create_no_store(
         "alg=none, signature kept": one_char_changed(tampered(sign(claims()))),
         "garbage": "not.a.jwt",
     }
-    if jwt_setup.algorithm == "RS256":
+    if jwt_setup.algorithm != "HS256":
         # Algorithm confusion: HS256 "signed" with the public key as the shared secret.
         bad["HS256 with the public key as secret"] = hand_signed(
             {"alg": "HS256", "typ": "JWT"}, claims(), jwt_setup.public_pem
         )
+        # An algorithm of another key type, with a garbage signature (was a 500).
+        other = {"RS256": "ES256", "ES256": "RS256"}[jwt_setup.algorithm]
+        header = _b64(json.dumps({"alg": other, "typ": "JWT"}).encode())
+        payload = _b64(json.dumps(claims()).encode())
+        bad[f"{other} for a {jwt_setup.algorithm} key"] = f"{header}.{payload}.{_b64(b'x' * 64)}"
     else:
         bad["HS256 secret used for another algorithm"] = sign(claims(), None, "HS512")
     served = await serve(jwt_options(jwt_setup))
@@ -1274,3 +1280,104 @@ async def test_static_tokens_advertise_no_authorization_server(
     assert_unauthorized(response, "no token")
     assert "resource_metadata" not in response.headers["www-authenticate"]
     assert metadata.status_code == 404
+
+
+# -- hardening (issue 13) ---------------------------------------------------------------------
+
+
+async def test_one_user_at_the_session_cap_is_refused_while_others_are_served(
+    serve: Serve, tokens: TokenFile
+) -> None:
+    _, alice = tokens.add("alice")
+    _, bob = tokens.add("bob")
+    served = await serve(static(tokens), Config(http=Http(max_sessions_per_user=3)))
+    with anyio.fail_after(30):
+        async with httpx2.AsyncClient(timeout=10) as http:
+            opened = []
+            for _ in range(3):
+                response = await post_initialize(http, served.mcp, alice)
+                assert response.status_code == 200, (len(opened), response.text)
+                opened.append(response.headers["mcp-session-id"])
+
+            refused = await post_initialize(http, served.mcp, alice)
+            assert refused.status_code == 429
+            message = refused.json()["error"]["message"]
+            assert message.startswith("too many open MCP sessions: you have 3, the limit per user")
+            assert "DELETE" in message and refused.headers["retry-after"] == "600"
+            assert (await post_initialize(http, served.mcp, bob)).status_code == 200
+            async with connect(served, alice) as client:  # 2026-07-28 opens no session
+                assert (await call(client, "list_sessions"))["sessions"] == []
+
+            session = {"Mcp-Session-Id": opened[0], "MCP-Protocol-Version": LEGACY}
+            ended = await http.delete(served.mcp, headers={**bearer(alice), **session})
+            assert ended.status_code < 400
+            assert (await post_initialize(http, served.mcp, alice)).status_code == 200
+            assert (await post_initialize(http, served.mcp, alice)).status_code == 429
+
+
+async def test_a_session_that_idles_out_frees_its_place(serve: Serve, tokens: TokenFile) -> None:
+    _, alice = tokens.add("alice")
+    config = Config(http=Http(max_sessions_per_user=1, session_idle_seconds=0.5))
+    served = await serve(static(tokens), config)
+    with anyio.fail_after(30):
+        async with httpx2.AsyncClient(timeout=10) as http:
+            first = await post_initialize(http, served.mcp, alice)
+            assert first.status_code == 200
+            assert (await post_initialize(http, served.mcp, alice)).status_code == 429
+            await anyio.sleep(0.8)
+            assert (await post_initialize(http, served.mcp, alice)).status_code == 200
+            gone = await http.post(
+                served.mcp,
+                content=b'{"jsonrpc": "2.0", "id": 2, "method": "ping"}',
+                headers={
+                    **MCP_HEADERS, **bearer(alice),
+                    "Mcp-Session-Id": first.headers["mcp-session-id"],
+                    "MCP-Protocol-Version": LEGACY,
+                },
+            )  # fmt: skip
+            assert gone.status_code == 404  # the SDK ended it too
+
+
+async def _slow(port: int, what: bytes) -> anyio.abc.SocketStream:
+    """A connection from another loopback address that sends ``what`` and nothing more."""
+    stream = await anyio.connect_tcp("127.0.0.1", port, local_host="127.0.0.2")
+    await stream.send(what)
+    return stream
+
+
+async def _closed_by_server(stream: anyio.abc.SocketStream) -> bool:
+    try:
+        await stream.receive()
+    except (anyio.EndOfStream, anyio.BrokenResourceError, ConnectionResetError):
+        return True
+    return False
+
+
+async def test_slow_clients_are_cut_off_and_real_users_are_still_served(
+    serve: Serve, tokens: TokenFile
+) -> None:
+    _, alice = tokens.add("alice")
+    limits = Http(request_seconds=1.0, max_connections_per_client=20)
+    served = await serve(static(tokens), Config(http=limits))
+    head = b"POST /mcp HTTP/1.1\r\nHost: 127.0.0.1\r\n"  # headers that never finish
+    body = (  # a signed-in request whose body never finishes
+        b"POST /mcp HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+        b"Accept: application/json, text/event-stream\r\n"
+        b"Authorization: Bearer " + alice.encode() + b'\r\nContent-Length: 1000\r\n\r\n{"js'
+    )
+    with anyio.fail_after(30):
+        slow = [await _slow(served.port, head if i % 2 else body) for i in range(20)]
+        past_the_bound = [await _slow(served.port, head) for _ in range(5)]
+        try:
+            for stream in past_the_bound:  # closed at once, before the deadline
+                with anyio.fail_after(0.9):
+                    assert await _closed_by_server(stream)
+            started = anyio.current_time()
+            async with connect(served, alice) as client:  # a real user, meanwhile
+                assert (await call(client, "list_sessions"))["sessions"] == []
+            for stream in slow:
+                assert await _closed_by_server(stream)
+            assert anyio.current_time() - started < 5
+        finally:
+            for stream in [*slow, *past_the_bound]:
+                await stream.aclose()

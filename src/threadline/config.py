@@ -103,6 +103,27 @@ class Http(_Frozen):
     max_body_bytes: int = Field(default=4 * 1024 * 1024, ge=1024)
     store_capacity: int = Field(default=64, ge=1)
     store_idle_seconds: float = Field(default=300.0, gt=0)
+    max_sessions_per_user: int = Field(
+        default=32, ge=1, description="Open protocol sessions (2025-11-25 clients) per user."
+    )
+    session_idle_seconds: float = Field(
+        default=600.0, gt=0, description="A protocol session with no request for this long ends."
+    )
+    request_seconds: float = Field(
+        default=30.0,
+        gt=0,
+        description="A client has this long to send a whole request, head and body; then the "
+        "connection is closed.",
+    )
+    max_connections: int = Field(
+        default=1000,
+        ge=1,
+        description="Open connections at most (kept below the open-file limit); more are closed "
+        "at once.",
+    )
+    max_connections_per_client: int = Field(
+        default=100, ge=1, description="Open connections at most from one client address."
+    )
 
 
 class Config(_Frozen):

@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import uvicorn
 from mcp.server.auth.provider import TokenVerifier
@@ -22,9 +22,12 @@ from pydantic import AnyHttpUrl
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse
+from starlette.routing import Route
 
 from threadline.config import Config
 from threadline.server.app import build_server
+from threadline.server.connections import Limits, protocol
+from threadline.server.sessions import SessionCap
 from threadline.server.stores import UserStores
 
 log = logging.getLogger(__name__)
@@ -119,9 +122,17 @@ def build_http_app(options: HttpOptions, config: Config, data_dir: Path) -> Star
             streamable_http_path=options.path,
             stateless_http=options.stateless,
             max_request_body_size=options.max_body_bytes,
+            session_idle_timeout=config.http.session_idle_seconds,
             transport_security=security(options),
             host=options.host,
         )
+        if not options.stateless:
+            http = config.http
+            for route in app.routes:
+                if isinstance(route, Route) and route.path == options.path:
+                    route.app = SessionCap(
+                        route.app, http.max_sessions_per_user, http.session_idle_seconds
+                    )
     inner = app.router.lifespan_context
 
     @asynccontextmanager
@@ -134,11 +145,19 @@ def build_http_app(options: HttpOptions, config: Config, data_dir: Path) -> Star
     return app
 
 
+def server_config(
+    app: Starlette, options: HttpOptions, config: Config, **extra: Any
+) -> uvicorn.Config:
+    """uvicorn's settings for ``app``: its h11 protocol bounded for slow and greedy clients
+    (``connections``); ``extra`` overrides (tests serve on port 0)."""
+    http = config.http
+    limits = Limits(http.request_seconds, http.max_connections, http.max_connections_per_client)
+    settings: dict[str, Any] = {"host": options.host, "port": options.port, **extra}
+    return uvicorn.Config(app, log_level="warning", http=protocol(limits), **settings)
+
+
 async def serve_http(options: HttpOptions, config: Config, data_dir: Path) -> None:
     app = build_http_app(options, config, data_dir)
     where = options.public_url() + ("/sse" if options.transport == "sse" else options.path)
     log.warning("threadline serving %s at %s (data: %s)", options.transport, where, data_dir)
-    server = uvicorn.Server(
-        uvicorn.Config(app, host=options.host, port=options.port, log_level="warning")
-    )
-    await server.serve()
+    await uvicorn.Server(server_config(app, options, config)).serve()

@@ -24,8 +24,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import sqlite3
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -47,11 +49,28 @@ _MESSAGES = {
     "SQLITE_FULL": "storage is full (disk or file size limit); nothing was written",
     "SQLITE_IOERR": "disk I/O error (is the disk full or failing?); nothing was written",
     "SQLITE_READONLY": "the database is read-only here; nothing was written",
-    "SQLITE_CORRUPT": "the database file is damaged; restore it from a backup",
+    "SQLITE_CORRUPT": "the database file is damaged; stop every server using it, then restore it "
+    "from a backup",
     "SQLITE_NOTADB": "the file is not a SQLite database",
     "SQLITE_CANTOPEN": "the database file cannot be opened (missing directory or permissions)",
     "SQLITE_NOMEM": "the database ran out of memory",
 }
+
+
+REPLACED = (
+    "the store file was replaced or removed while this server had it open, so it takes no "
+    "more reads or writes; stop the server and start it again (restore a backup only with "
+    "every server stopped, or with threadline import)"
+)
+
+
+def _identity(path: Path) -> tuple[int, int] | None:
+    """Which file ``path`` names now (device and inode); None if none."""
+    try:
+        found = os.stat(path)
+    except OSError:
+        return None
+    return found.st_dev, found.st_ino
 
 
 def translate(exc: sqlite3.Error) -> StoreError:
@@ -150,6 +169,11 @@ class Database:
         self._closed = False
         self._stopping = False
         self._damaged: str | None = None  # set by the writer thread
+        # The file the writer has open: if the path comes to name another (a backup moved
+        # over it, or none), writing on would mix this file's WAL into the other one.
+        self._identity = _identity(path)
+        self._sidecars = {suffix: _identity(self._sidecar(suffix)) for suffix in ("-wal", "-shm")}
+        self._replaced = False
         self._thread = threading.Thread(
             target=self._serve_writes, name=f"threadline-writer {path.name}", daemon=True
         )
@@ -189,7 +213,40 @@ class Database:
             if stopping:
                 return
             if self._backlog and self._damaged is None:  # writes paused: catch up, in chunks
-                self._backlog = self._maintain_alone()
+                self._backlog = self._still_ours() and self._maintain_alone()
+
+    def _still_ours(self) -> bool:
+        """Whether the path still names the file this store opened (checked before every
+        commit and read: one ``stat``)."""
+        if not self._replaced and _identity(self.path) != self._identity:
+            self._replaced = True
+            log.error("%s was replaced or removed while open; it takes no more writes", self.path)
+        return not self._replaced
+
+    def _sidecar(self, suffix: str) -> Path:
+        return self.path.with_name(self.path.name + suffix)
+
+    def _set_aside(self) -> None:
+        """The file was replaced (or removed) while open: save what this store holds (the
+        writes it acknowledged before the replacement included) beside the new file, and
+        remove the WAL and shared memory it used, which would otherwise be replayed into the
+        new file when it is next opened."""
+        stamp = time.strftime("%Y%m%dT%H%M%S") + f"-{time.time_ns() % 10**9:09d}"
+        aside = self.path.with_name(f"{self.path.name}.replaced-{stamp}.db")
+        try:
+            target = sqlite3.connect(aside)
+            try:
+                self._writer.backup(target)
+            finally:
+                target.close()
+            log.error("%s was replaced or removed while open; it is kept as %s", self.path, aside)
+        except (sqlite3.Error, OSError) as exc:
+            log.error("%s was replaced or removed while open; saving it failed: %s", self.path, exc)
+        self._writer.close()
+        for suffix, identity in self._sidecars.items():
+            if identity is not None and _identity(self._sidecar(suffix)) == identity:
+                with contextlib.suppress(OSError):
+                    self._sidecar(suffix).unlink()
 
     def _post(self, batch: list[_Pending]) -> None:
         by_loop: dict[asyncio.AbstractEventLoop, list[_Pending]] = {}
@@ -210,14 +267,15 @@ class Database:
         log.error("%s fails its integrity check: %s", self.path, rows[0][0])
         return (
             "the database file is damaged, so it takes no more writes (what still reads is "
-            "served); restore it from a backup"
+            "served); stop every server using it, then restore it from a backup"
         )
 
     def _commit(self, batch: list[_Pending]) -> None:
         """One transaction for the whole batch; if it fails as a whole, each job alone."""
-        if self._damaged is not None:
+        refused = self._damaged if self._still_ours() else REPLACED
+        if refused is not None:
             for job in batch:
-                job.error = StoreError(self._damaged)
+                job.error = StoreError(refused)
             return
         try:
             self._run(batch)
@@ -315,6 +373,8 @@ class Database:
         return result
 
     def read_sync(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        if not self._still_ours():
+            raise StoreError(REPLACED)
         with self._readers_lock:
             conn = self._readers.pop() if self._readers else None
         if conn is None:
@@ -358,4 +418,6 @@ class Database:
             readers, self._readers = self._readers, []
         for conn in readers:
             conn.close()
+        if self._replaced or not self._still_ours():
+            self._set_aside()
         self._writer.close()

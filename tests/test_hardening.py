@@ -1,0 +1,122 @@
+"""Defects found by attacking the server, the CLI and the files (issue 13), one test each,
+named in the issue's closing note."""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import integrity
+from threadline import Config, Store
+from threadline.server.auth import TokenFile, TokenFileError
+from threadline.storage import StoreError
+
+# -- 3. the store file replaced under a running server ---------------------------------------
+
+
+def _backup(source: Path, target: Path) -> None:
+    src, dst = sqlite3.connect(source), sqlite3.connect(target)
+    try:
+        src.backup(dst)
+    finally:
+        src.close()
+        dst.close()
+
+
+async def test_a_store_whose_file_is_replaced_refuses_writes_and_reads(tmp_path: Path) -> None:
+    path = tmp_path / "local.db"
+    async with Store.open(path, Config(index_batch=1)) as store:  # nothing left unindexed
+        await store.create_session(session_id="s")
+        await store.append_messages("s", [{"id": "kept", "role": "user", "content": "before"}])
+        _backup(path, tmp_path / "backup.db")
+        await store.append_messages("s", [{"id": "later", "role": "user", "content": "after"}])
+        assert (path.parent / "local.db-wal").exists()
+        os.replace(tmp_path / "backup.db", path)  # the old -wal and -shm stay
+
+        for attempt in range(3):
+            with pytest.raises(StoreError, match="replaced or removed") as refused:
+                await store.append_messages("s", [{"role": "user", "content": f"lost {attempt}"}])
+            assert str(tmp_path) not in str(refused.value)
+        with pytest.raises(StoreError, match="stop the server"):
+            await store.get_history("s")
+
+    # What the store held (the write acknowledged before the replacement included) is saved
+    # beside the new file, and the old WAL, which belongs to it, is gone.
+    (aside,) = tmp_path.glob("local.db.replaced-*.db")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["local.db", aside.name]
+    async with Store.open(aside) as saved:
+        assert [m.id for m in (await saved.get_history("s")).messages] == ["kept", "later"]
+    assert integrity(path) == ("ok", "ok")
+    async with Store.open(path) as store:  # the backup, whole: nothing was written into it
+        assert [m.id for m in (await store.get_history("s")).messages] == ["kept"]
+        await store.append_messages("s", [{"role": "user", "content": "served again"}])
+    assert integrity(path) == ("ok", "ok")
+
+
+async def test_a_store_whose_file_is_removed_refuses_writes(tmp_path: Path) -> None:
+    path = tmp_path / "local.db"
+    async with Store.open(path) as store:
+        await store.create_session(session_id="s")
+        path.unlink()
+
+        with pytest.raises(StoreError, match="replaced or removed"):
+            await store.append_messages("s", [{"role": "user", "content": "nowhere"}])
+
+
+# -- 4. concurrent token commands ---------------------------------------------------------
+
+
+def _threadline(*args: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "threadline", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def test_concurrent_token_commands_lose_no_update(tmp_path: Path) -> None:
+    path = tmp_path / "tokens.json"
+    tokens = TokenFile(path)
+    for round_ in range(3):
+        tokens.add(f"victim{round_}")
+        where = ("--tokens-file", str(path))
+        commands = [_threadline("token", "add", f"u{round_}-{i}", *where) for i in range(8)]
+        commands.append(_threadline("token", "revoke", f"victim{round_}", *where))
+        outcomes = [(*c.communicate(timeout=60), c.returncode) for c in commands]
+
+        assert all(code == 0 and "Traceback" not in err for _, err, code in outcomes), outcomes
+        users = {e.user for e in tokens.entries()}
+        assert {f"u{round_}-{i}" for i in range(8)} <= users
+        assert f"victim{round_}" not in users  # the revocation stands
+        for printed, _, _ in outcomes[:8]:  # every printed token signs in
+            assert tokens.find(printed.strip()) is not None
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["tokens.json", "tokens.json.lock"]
+
+
+# -- 8. a tokens file that stops reading ------------------------------------------------------
+
+
+def test_a_tokens_file_broken_by_an_edit_keeps_the_last_good_tokens(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = tmp_path / "tokens.json"
+    tokens = TokenFile(path)
+    _, token = tokens.add("alice")
+    assert tokens.find(token) is not None
+
+    for broken in ('{"tokens": 5}', "not json", '{"tokens": [{"id": 1, "user": "x", "sha256": 2, '
+                   '"created_at": 3}]}'):  # fmt: skip
+        path.write_text(broken)
+        os.utime(path, ns=(time.time_ns(), time.time_ns()))
+        assert tokens.find(token) is not None  # still in force
+    assert caplog.text.count("the tokens read before stay in force") == 3
+
+    with pytest.raises(TokenFileError, match="every field must be a string"):
+        TokenFile(path).entries()  # never read well: refused (serve refuses to start)
