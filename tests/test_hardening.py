@@ -11,9 +11,12 @@ import time
 from pathlib import Path
 
 import pytest
+from mcp import Client, MCPError
 
-from tests.helpers import integrity
+from tests.helpers import call, integrity
+from tests.test_tools import _server
 from threadline import Config, Store
+from threadline.server.app import MAX_SUBSCRIPTIONS
 from threadline.server.auth import TokenFile, TokenFileError
 from threadline.storage import StoreError
 
@@ -120,3 +123,50 @@ def test_a_tokens_file_broken_by_an_edit_keeps_the_last_good_tokens(
 
     with pytest.raises(TokenFileError, match="every field must be a string"):
         TokenFile(path).entries()  # never read well: refused (serve refuses to start)
+
+
+# -- 5. legacy resources/subscribe -----------------------------------------------------------
+
+
+@pytest.mark.filterwarnings("ignore::mcp.MCPDeprecationWarning")  # legacy subscribe verb
+async def test_legacy_subscribe_takes_only_own_session_uris_and_a_bounded_number(
+    tmp_path: Path,
+) -> None:
+    async with Client(_server(tmp_path), mode="legacy") as client:
+        sid = (await call(client, "create_session"))["session_id"]
+        for uri in ["not a uri \0", "threadline://sessions/" + "x" * 3_000_000,
+                    "threadline://sessions/nobody-has-this", f"threadline://sessions/{sid}/other",
+                    "https://example.com/"]:  # fmt: skip
+            with pytest.raises(MCPError) as refused:
+                await client.subscribe_resource(uri)
+            assert refused.value.message.startswith("uri: "), refused.value.message
+            assert len(refused.value.message) < 300
+        for part in ("", "/history", "/history.json", "/context"):
+            await client.subscribe_resource(f"threadline://sessions/{sid}{part}")
+        await client.subscribe_resource("threadline://sessions")
+        for i in range(MAX_SUBSCRIPTIONS - 5):
+            created = await call(client, "create_session", session_id=f"s{i}")
+            await client.subscribe_resource(f"threadline://sessions/{created['session_id']}")
+        await call(client, "create_session", session_id="one-too-many")
+        with pytest.raises(MCPError, match="at most 100 subscriptions per connection"):
+            await client.subscribe_resource("threadline://sessions/one-too-many")
+        await client.subscribe_resource(f"threadline://sessions/{sid}")  # already watched: fine
+        await client.unsubscribe_resource(f"threadline://sessions/{sid}")
+        await client.subscribe_resource("threadline://sessions/one-too-many")
+
+
+# -- 19. session ids that cannot name a resource ---------------------------------------------
+
+
+@pytest.mark.parametrize("sid", [".", ".."])
+async def test_a_session_id_that_cannot_name_a_resource_is_refused(
+    tmp_path: Path, sid: str
+) -> None:
+    async with Client(_server(tmp_path)) as client:
+        result = await client.call_tool("create_session", {"session_id": sid})
+        assert result.is_error
+        assert "session_id: must not be '.' or '..'" in result.content[0].text  # type: ignore[union-attr]
+        assert (await call(client, "list_sessions"))["sessions"] == []
+        ok = await call(client, "create_session", session_id="...")  # not a path segment
+        read = await client.read_resource(f"threadline://sessions/{ok['session_id']}")
+        assert '"session_id":"..."' in read.contents[0].text  # type: ignore[union-attr]

@@ -26,6 +26,7 @@ from tests.helpers import dump, integrity
 from threadline import Store
 from threadline.cli import main
 from threadline.paths import LOCAL_STORE
+from threadline.storage import validate
 
 pytestmark = pytest.mark.anyio
 
@@ -454,3 +455,109 @@ async def test_an_export_whose_references_do_not_hold_is_refused_whole(
     err = capsys.readouterr().err
     assert err.startswith("threadline: ") and error in err and err.count("\n") == 1, err
     assert not (tmp_path / "b").exists()
+
+
+# -- every field checked before anything is written (issue 13, item 6) ------------------------
+
+
+@pytest.mark.parametrize(
+    ("edit", "error"),
+    [
+        (lambda s: s.update(metadata={"x": float("nan")}), "metadata"),
+        (lambda s: s.update(title="a\ud800b"), "title: must be valid Unicode"),
+        (lambda s: s["usage"][0].update(input_tokens=2**70), "input_tokens"),
+        (lambda s: s.update(turns=2**64), "turns"),
+        (lambda s: s.update(cost=float("inf")), "cost"),
+        (lambda s: s["usage"][1].update(cost=float("nan")), "cost"),
+        (
+            lambda s: s["compactions"][0].update(summary_id="compaction:9999999999999999999"),
+            "compactions[0].summary_id: must be compaction:N",
+        ),
+        (lambda s: s["compactions"][0].update(summary="\udc00"), "compactions[0].summary: must"),
+        (lambda s: s["blocks"][0].update(content="x\udc00"), "blocks[0].content: must be valid"),
+        (lambda s: s["messages"][0].update(name="\ud800"), "messages[0].name: must be valid"),
+        (lambda s: s.update(blocks=5), "blocks"),
+        (lambda s: s.update(session_id=".."), "session_id: must not be"),
+    ],
+    ids=[
+        "nan-metadata", "surrogate-title", "usage-2^70", "turns-2^64", "inf-cost", "nan-cost",
+        "summary-id-overflow", "surrogate-summary", "surrogate-block", "surrogate-name",
+        "blocks-not-a-list", "dot-dot-id",
+    ],
+)  # fmt: skip
+async def test_a_bad_field_in_the_second_session_imports_nothing(
+    tmp_path: Path, edit: Any, error: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    exported = await rich_export(tmp_path, "long", "trip", "empty")
+    lines = exported.read_text().splitlines()
+    trip = json.loads(lines[3])
+    assert trip["session_id"] == "trip"
+    edit(trip)
+    lines[3] = json.dumps(trip)
+    exported.write_text("\n".join(lines) + "\n")
+    capsys.readouterr()
+
+    assert await run("import", exported, "--data-dir", tmp_path / "b") == 2
+
+    err = capsys.readouterr().err
+    assert err.startswith("threadline: ") and error in err and err.count("\n") == 1, err
+    assert "line 4" in err or "session trip" in err or "session .." in err, err
+    assert not (tmp_path / "b").exists()
+
+
+@pytest.mark.parametrize(
+    ("fmt", "edit", "error"),
+    [
+        ("jsonl", lambda lines: [lines[0], '{"type": "blocks", "blocks": 5}', *lines[2:]],
+         "line 2: must be a list"),
+        ("jsonl", lambda lines: [lines[0], '{"type": "blocks", "blocks": null}', *lines[2:]],
+         "line 2: must be a list"),
+        ("json", lambda doc: {**doc, "sessions": 5}, "sessions: must be a list"),
+        ("json", lambda doc: {**doc, "blocks": None}, "blocks: must be a list"),
+    ],
+    ids=["blocks-5", "blocks-null", "sessions-5", "json-blocks-null"],
+)  # fmt: skip
+async def test_a_file_whose_lists_are_not_lists_is_one_line_of_refusal(
+    tmp_path: Path, fmt: str, edit: Any, error: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    source = tmp_path / "a"
+    source.mkdir()
+    await build_rich(source / LOCAL_STORE)
+    exported = tmp_path / f"e.{fmt}"
+    assert await run("export", "--format", fmt, "-o", exported, "--data-dir", source) == 0
+    if fmt == "jsonl":
+        exported.write_text("\n".join(edit(exported.read_text().splitlines())) + "\n")
+    else:
+        exported.write_text(json.dumps(edit(json.loads(exported.read_text()))))
+    capsys.readouterr()
+
+    assert await run("import", exported, "--data-dir", tmp_path / "b") == 2
+
+    err = capsys.readouterr().err
+    assert err.startswith("threadline: ") and error in err and err.count("\n") == 1, err
+    assert not (tmp_path / "b").exists()
+
+
+async def test_imported_summary_ids_stay_in_the_store_range_and_cursors_round_trip(
+    tmp_path: Path,
+) -> None:
+    exported = await rich_export(tmp_path, "trip")
+    lines = exported.read_text().splitlines()
+    trip = json.loads(lines[2])
+    trip["compactions"][0]["summary_id"] = "compaction:9223372036854775807"
+    lines[2] = json.dumps(trip)
+    exported.write_text("\n".join(lines) + "\n")
+    assert await run("import", exported, "--data-dir", tmp_path / "b") == 0
+
+    async with Store.open(tmp_path / "b" / LOCAL_STORE) as store:
+        page = await store.get_history("trip", limit=2)
+        ids = [m.id for m in (await store.get_history("trip")).messages]
+        assert [i for i in ids if i.startswith("compaction:")] == ["compaction:1"]  # renumbered
+        more = [{"role": "user", "content": f"more {i}"} for i in range(20)]
+        await store.append_messages("trip", more)
+        later = await store.compact_session("trip", "More.", keep_last=2)  # still possible
+        assert later.summary_id == "compaction:2"
+        assert page.next_before is not None
+        await store.get_history("trip", before=page.next_before)  # what it gives, it takes
+    big = "compaction:" + str(2**63 - 1)
+    assert validate.message_id(big) == big

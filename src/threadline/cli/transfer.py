@@ -323,12 +323,12 @@ def _start(source: IO[str], name: str) -> tuple[Header, list[BlockRecord]]:
         if not isinstance(document, dict) or "header" not in document:
             raise UsageError(f"{name} is not a threadline export (no header)")
         header = _model(Header, _untyped(document["header"], "header", name), f"{name}: header")
-        blocks = [_model(BlockRecord, b, f"{name}: blocks") for b in document.get("blocks", [])]
-        return header, blocks
+        raw = _list(document.get("blocks", []), f"{name}: blocks")
+        return header, [_model(BlockRecord, b, f"{name}: blocks") for b in raw]
     first = _parse(source.readline(), f"{name} line 1")
     header = _model(Header, _untyped(first, "header", f"{name} line 1"), f"{name} line 1")
     second = _parse(source.readline(), f"{name} line 2")
-    raw = _untyped(second, "blocks", f"{name} line 2").get("blocks", [])
+    raw = _list(_untyped(second, "blocks", f"{name} line 2").get("blocks", []), f"{name} line 2")
     blocks = [_model(BlockRecord, b, f"{name} line 2") for b in raw]
     return header, blocks
 
@@ -355,7 +355,7 @@ def _records(source: IO[str], name: str) -> Iterator[SessionRecord]:
     if _kind(source, name) == "json":
         source.seek(0)
         document = _parse(source.read(), name)
-        for i, raw in enumerate(document.get("sessions", [])):
+        for i, raw in enumerate(_list(document.get("sessions", []), f"{name}: sessions")):
             where = f"{name}: sessions[{i}]"
             yield _model(SessionRecord, _untyped(raw, "session", where), where)
         return
@@ -372,6 +372,12 @@ def _parse(text: str, where: str) -> Any:
         return json.loads(text)
     except json.JSONDecodeError as exc:
         raise UsageError(f"{where}: not JSON ({exc.msg}, column {exc.colno})") from None
+
+
+def _list(value: Any, where: str) -> list[Any]:
+    if not isinstance(value, list):
+        raise UsageError(f"{where}: must be a list")
+    return value
 
 
 def _untyped(value: Any, kind: str, where: str) -> dict[str, Any]:

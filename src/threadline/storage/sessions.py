@@ -64,7 +64,7 @@ def create(
     session_id: str | None,
     metadata: dict[str, Any] | None,
 ) -> str:
-    sid = new_id() if session_id is None else validate.session_id(session_id)
+    sid = new_id() if session_id is None else validate.new_session_id(session_id)
     insert_session(
         conn,
         config,

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from typing import Any, Literal, Protocol
+from typing import Annotated, Any, Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field, JsonValue, ValidationError
 
@@ -40,6 +40,15 @@ _RESTORE_LIMITS = Limits(
 _RESTORE = Config(limits=_RESTORE_LIMITS)
 
 
+# Integers are stored as SQLite's 64-bit ones; an imported summary keeps its id only up to
+# ``KEPT_SUMMARY_IDS`` (and only if free), so a file cannot push the store's numbering to its
+# end (every later compaction would fail) or past what JSON readers keep exact.
+MAX_INTEGER = 2**63 - 1
+KEPT_SUMMARY_IDS = 2**53 - 1
+Count = Annotated[int, Field(ge=0, le=MAX_INTEGER)]
+Cost = Annotated[float, Field(ge=0, allow_inf_nan=False)]
+
+
 class _Record(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -59,14 +68,14 @@ class CompactionRecord(_Record):
     first_id: str
     last_id: str
     summary: str
-    replaced: int = Field(ge=1)
+    replaced: int = Field(ge=1, le=MAX_INTEGER)
     created_at: str
 
 
 class UsageRecord(_Record):
-    input_tokens: int = Field(ge=0)
-    output_tokens: int = Field(ge=0)
-    cost: float | None = None
+    input_tokens: Count
+    output_tokens: Count
+    cost: Cost | None = None
     model: str | None = None
     created_at: str
 
@@ -88,10 +97,10 @@ class SessionRecord(_Record):
     head_id: str | None
     system_prompt: str
     prompt_rendered_at: str
-    input_tokens: int = Field(ge=0)
-    output_tokens: int = Field(ge=0)
-    cost: float = Field(ge=0)
-    turns: int = Field(ge=0)
+    input_tokens: Count
+    output_tokens: Count
+    cost: Cost
+    turns: Count
     last_model: str | None
     created_at: str
     updated_at: str
@@ -107,8 +116,8 @@ class Header(_Record):
     format: Literal["threadline-export"] = FORMAT
     version: Literal[1] = VERSION
     exported_at: str
-    sessions: int = Field(ge=0, description="How many sessions follow.")
-    messages: int = Field(ge=0, description="How many messages they hold.")
+    sessions: int = Field(ge=0, le=MAX_INTEGER, description="How many sessions follow.")
+    messages: int = Field(ge=0, le=MAX_INTEGER, description="How many messages they hold.")
 
 
 class ImportedSession(_Record):
@@ -251,7 +260,9 @@ def _json(text: str | None) -> Any:
 def check(record: SessionRecord) -> None:
     """The references inside a session record hold: every parent comes before its children,
     ids are unique, and the head, compactions and blocks name what exists."""
-    sid = record.session_id
+    sid = validate.new_session_id(record.session_id)
+    _text(record, "")
+    validate.metadata(record.metadata, "metadata", _RESTORE_LIMITS)
     parents: dict[str, str | None] = {}
     for i, m in enumerate(record.messages):
         if m.id in parents:
@@ -264,6 +275,10 @@ def check(record: SessionRecord) -> None:
         encode(m, i)
     seen = parents.keys()
     for i, c in enumerate(record.compactions):
+        if int(c.summary_id.partition(":")[2]) > MAX_INTEGER:
+            raise InvalidInput(
+                f"compactions[{i}].summary_id", f"must be compaction:N, N at most {MAX_INTEGER}"
+            )
         for field in ("first_id", "last_id"):
             if getattr(c, field) not in seen:
                 raise InvalidInput(
@@ -290,8 +305,26 @@ def encode(m: MessageRecord, index: int) -> tuple[Any, ...]:
     return tree.encode_message(message, index, _RESTORE)
 
 
+def _text(value: Any, where: str) -> None:
+    """Every string of a record is text SQLite can store: no lone surrogate (``\\ud800``),
+    which JSON can carry and UTF-8 cannot."""
+    if isinstance(value, str):
+        validate.unicode(value, where or "record")
+    elif isinstance(value, BaseModel):
+        for name in type(value).model_fields:
+            _text(getattr(value, name), f"{where}.{name}" if where else name)
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            _text(key, where)
+            _text(item, f"{where}.{key}")
+    elif isinstance(value, list | tuple):
+        for i, item in enumerate(value):
+            _text(item, f"{where}[{i}]")
+
+
 def check_blocks(blocks: list[BlockRecord]) -> None:
     labels: set[str] = set()
+    _text(blocks, "blocks")
     for i, b in enumerate(blocks):
         if b.label in labels:
             raise InvalidInput(f"blocks[{i}].label", f"{b.label!r} appears twice")
@@ -347,7 +380,10 @@ def load_session(conn: sqlite3.Connection, record: SessionRecord) -> ImportedSes
     for c in record.compactions:
         ends = [placed[c.first_id][0], placed[c.last_id][0]]
         wanted = int(c.summary_id.split(":")[1])
-        taken = conn.execute("SELECT 1 FROM compactions WHERE pk = ?", (wanted,)).fetchone()
+        taken = (
+            wanted > KEPT_SUMMARY_IDS
+            or conn.execute("SELECT 1 FROM compactions WHERE pk = ?", (wanted,)).fetchone()
+        )
         pk = conn.execute(
             "INSERT INTO compactions (pk, session_id, start_pk, end_pk, summary, replaced, "
             "created_at) VALUES (?, ?, ?, ?, ?, ?, ?)",

@@ -24,6 +24,14 @@ def session_id(value: object, field: str = "session_id") -> str:
     return value
 
 
+def new_session_id(value: object, field: str = "session_id") -> str:
+    """An id for a new session: also one that can name its resources (``threadline://
+    sessions/ID``), which ``.`` and ``..`` cannot, as URLs resolve them away."""
+    if session_id(value, field) in (".", ".."):
+        raise InvalidInput(field, "must not be '.' or '..' (they cannot name a resource)")
+    return str(value)
+
+
 def message_id(value: object, field: str = "message_id") -> str:
     """A message id to look up; compaction summaries (``compaction:N``) are ids too."""
     if not isinstance(value, str) or not (is_id(value) or _is_summary_id(value)):
@@ -32,8 +40,10 @@ def message_id(value: object, field: str = "message_id") -> str:
 
 
 def _is_summary_id(value: str) -> bool:
+    """``compaction:N``: every id the store can give a summary (N up to 2**63 - 1)."""
     prefix, _, number = value.partition(":")
-    return prefix == "compaction" and number.isdigit() and len(number) < 19
+    digits = number.isascii() and number.isdigit() and len(number) <= 19
+    return prefix == "compaction" and digits and int(number) < 2**63
 
 
 def summary_pk(value: str) -> int | None:

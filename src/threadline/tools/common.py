@@ -157,9 +157,13 @@ class Subscriptions:
     def _key(session: Any) -> Any:
         return getattr(session, "_connection", session)
 
-    def add(self, session: Any, uri: str) -> None:
+    def add(self, session: Any, uri: str, at_most: int) -> bool:
+        """Watch ``uri``, unless the connection already watches ``at_most`` others."""
         _, uris = self._by_connection.setdefault(self._key(session), (current_user(), set()))
+        if uri not in uris and len(uris) >= at_most:
+            return False
         uris.add(uri)
+        return True
 
     def remove(self, session: Any, uri: str) -> None:
         entry = self._by_connection.get(self._key(session))
