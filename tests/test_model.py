@@ -214,6 +214,7 @@ class Sess:
     head: str | None = None
     comps: list[Comp] = field(default_factory=list)  # oldest first
     status: str = "active"
+    continued_in: str | None = None  # where an ended session continues
     lineage: str | None = None
     parent: str | None = None
     forked_from: str | None = None
@@ -755,6 +756,15 @@ class StoreMachine(RuleBasedStateMachine):
         token = f"w{n}"
         self.tokens.append(token)
         summary = f"summary {token}"
+        if s.status == "ended":  # split already: it continues elsewhere, once
+            calls = ((self.store.plan_compaction, ()), (self.store.compact_session, (summary,)))
+            for call, extra in calls:
+                _, error = self.attempt(
+                    call, s.sid, *extra, keep_first=keep_first, keep_last=keep_last
+                )
+                assert isinstance(error, SessionEnded) and repr(s.continued_in) in str(error)
+            event("compact: ended")
+            return
         plan = plan_compaction(s, keep_first, keep_last)
         planned, error = self.attempt(
             self.store.plan_compaction, s.sid, keep_first=keep_first, keep_last=keep_last
@@ -811,7 +821,7 @@ class StoreMachine(RuleBasedStateMachine):
         child, _ = apply_append(child, batch, OMIT, ids)
         child.scratchpad = s.scratchpad
         child.frozen = self.blocks_now(child)
-        s.status = "ended"
+        s.status, s.continued_in = "ended", child.sid
         self.live[child.sid] = child
 
     # -- context and usage ----------------------------------------------------------------
@@ -1062,6 +1072,7 @@ class StoreMachine(RuleBasedStateMachine):
             ], sid
             expected_info = (
                 s.status,
+                s.continued_in,
                 s.lineage,
                 s.parent,
                 s.forked_from,
@@ -1078,6 +1089,7 @@ class StoreMachine(RuleBasedStateMachine):
             )
             assert (
                 info.status,
+                info.continued_in,
                 info.lineage,
                 info.parent_session_id,
                 info.forked_from_message_id,

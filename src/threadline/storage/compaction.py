@@ -26,6 +26,7 @@ from threadline.storage.tree import (
     append,
     compactions,
     effective_tokens,
+    ended,
     session_row,
     walk,
 )
@@ -57,7 +58,9 @@ def _choose(
     last = (
         rules.keep_last if keep_last is None else validate.limit(keep_last, "keep_last", 0, 10_000)
     )
-    (head_pk,) = session_row(conn, session_id, "head_pk")
+    status, head_pk = session_row(conn, session_id, "status, head_pk")
+    if status == "ended":
+        raise ended(conn, session_id, "compact")
     path = walk(conn, head_pk, compactions(conn, session_id))[::-1]  # oldest first
 
     # An explicit keep_last is exact. The default keeps the last keep_last messages and older

@@ -15,6 +15,11 @@ The frozen system prompt has this format, one element per declared block, in con
     </block>
     </memory_blocks>
 
+Text is escaped as XML text (``&``, ``<`` and ``>`` in a block's content or description read
+``&amp;``, ``&lt;`` and ``&gt;``; attribute values also escape quotes), so what a block holds
+can never close its element or open another: the prompt parses as XML to exactly the
+declared blocks, each holding its content.
+
 It is rendered when a session is created and stored with it, so its bytes stay the same across
 turns and restarts; block edits reach it only on refresh, compaction, or clearing the session.
 """
@@ -22,6 +27,7 @@ turns and restarts; block edits reach it only on refresh, compaction, or clearin
 from __future__ import annotations
 
 import sqlite3
+from html import escape
 from typing import Literal
 
 from threadline.config import BlockSpec, Config
@@ -79,11 +85,11 @@ def render(items: list[ContextBlock]) -> str:
     for b in items:
         readonly = "true" if b.readonly else "false"
         parts += [
-            f'<block label="{b.label}" scope="{b.scope}" readonly="{readonly}" '
+            f'<block label="{escape(b.label)}" scope="{b.scope}" readonly="{readonly}" '
             f'tokens="{b.tokens}/{b.max_tokens}">',
-            f"<description>{b.description}</description>",
+            f"<description>{escape(b.description, quote=False)}</description>",
             "<value>",
-            b.content,
+            escape(b.content, quote=False),
             "</value>",
             "</block>",
         ]

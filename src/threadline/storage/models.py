@@ -65,6 +65,9 @@ class SessionInfo(SessionSummary):
     metadata: dict[str, Any] | None = None
     lineage: Literal["fork", "split"] | None = None
     forked_from_message_id: str | None = None
+    continued_in: str | None = Field(
+        default=None, description="For an ended session: the session it was split into."
+    )
     head_id: str | None
     branch_count: int
     compactions: int

@@ -11,7 +11,14 @@ from threadline.storage import context, validate
 from threadline.storage.errors import InvalidInput, SessionExists
 from threadline.storage.models import SessionInfo, SessionList, SessionSummary, UsageTotals
 from threadline.storage.text import new_id, now
-from threadline.storage.tree import OMITTED, branch_count, effective_tokens, message_pk, session_row
+from threadline.storage.tree import (
+    OMITTED,
+    branch_count,
+    continued_in,
+    effective_tokens,
+    message_pk,
+    session_row,
+)
 
 _SUMMARY = """id, title, status, created_at, updated_at, message_count, token_estimate,
               parent_session_id"""
@@ -120,6 +127,7 @@ def info(conn: sqlite3.Connection, config: Config, session_id: str) -> SessionIn
         metadata=json.loads(metadata) if metadata else None,
         lineage=lineage,
         forked_from_message_id=forked_from,
+        continued_in=continued_in(conn, sid) if status == "ended" else None,
         head_id=head_id,
         # When every message is on the head's path the session is one branch: no need to
         # look for leaves (the common case, and every fresh fork).

@@ -402,6 +402,26 @@ def encode_message(message: MessageIn, index: int, config: Config) -> tuple[Any,
     return message.role, content, is_json, body, message.name, meta, tokens
 
 
+def continued_in(conn: sqlite3.Connection, session_id: str) -> str | None:
+    """The session an ended one was split into."""
+    row = conn.execute(
+        "SELECT id FROM sessions WHERE parent_session_id = ? AND lineage = 'split' "
+        "ORDER BY created_at, id LIMIT 1",
+        (session_id,),
+    ).fetchone()
+    return None if row is None else str(row[0])
+
+
+def ended(conn: sqlite3.Connection, session_id: str, verb: str) -> SessionEnded:
+    """The refusal of a write to an ended session, naming where it continues."""
+    child = continued_in(conn, session_id)
+    where = f"session {child!r}" if child else "the session it was split into"
+    return SessionEnded(
+        f"session {session_id!r} has ended (it was split{f' into {child!r}' if child else ''}); "
+        f"{verb} {where} instead"
+    )
+
+
 def append(
     conn: sqlite3.Connection,
     config: Config,
@@ -411,10 +431,7 @@ def append(
 ) -> AppendResult:
     status, head_pk, estimate = session_row(conn, session_id, "status, head_pk, token_estimate")
     if status == "ended":
-        raise SessionEnded(
-            f"session {session_id!r} has ended (it was split); append to the session it was "
-            "split into (see get_session)"
-        )
+        raise ended(conn, session_id, "append to")
     if not messages:
         raise InvalidInput("messages", "must hold at least one message")
     encoded = [encode_message(m, i, config) for i, m in enumerate(messages)]
