@@ -19,7 +19,7 @@ from tests.test_tools import _server
 from threadline import Config, Store
 from threadline.server.app import MAX_SUBSCRIPTIONS
 from threadline.server.auth import TokenFile, TokenFileError
-from threadline.storage import SessionEnded, StoreError
+from threadline.storage import InvalidInput, SessionEnded, StoreError
 
 # -- 3. the store file replaced under a running server ---------------------------------------
 
@@ -221,3 +221,35 @@ async def test_an_ended_session_refuses_compaction_and_names_its_continuation(
         assert await store.get_history("s", include_compacted=True) == before
         listed = await store.list_sessions()
         assert sorted(s.session_id for s in listed.sessions) == sorted(["s", child])  # no third
+
+
+# -- 18. a history cursor of another branch --------------------------------------------------
+
+
+async def test_a_cursor_from_another_branch_is_refused(tmp_path: Path) -> None:
+    async with Store.open(tmp_path / "s.db") as store:
+        await store.create_session(session_id="s")
+        await store.append_messages("s", [{"id": i, "role": "user", "content": i} for i in "abc"])
+        await store.append_messages(
+            "s", [{"id": "d", "role": "user", "content": "d"}], parent_id="b"
+        )
+        await store.set_head("s", "c")
+
+        with pytest.raises(InvalidInput, match="before: 'd' is not on the branch being read"):
+            await store.get_history("s", before="d")
+        with pytest.raises(InvalidInput, match="'c' is not on the branch"):
+            await store.get_history("s", leaf_id="d", before="c")
+        assert [m.id for m in (await store.get_history("s", before="c")).messages] == ["a", "b"]
+        assert [m.id for m in (await store.get_history("s", leaf_id="d", before="d")).messages] == [
+            "a", "b",
+        ]  # fmt: skip
+        # A summary on the other branch's path only is refused too.
+        more = [{"id": f"e{i}", "role": "user", "content": f"e{i}"} for i in range(8)]
+        await store.append_messages("s", more, parent_id="d")
+        summary = (
+            await store.compact_session("s", "d and the es", keep_first=0, keep_last=2)
+        ).summary_id
+        await store.set_head("s", "c")
+        with pytest.raises(InvalidInput, match="not on the branch being read"):
+            await store.get_history("s", before=summary)
+        assert (await store.get_history("s", leaf_id="e7", before="e6")).messages[-1].id == summary

@@ -44,6 +44,17 @@ SELECT pk, id, parent_pk, (SELECT p.id FROM messages p WHERE p.pk = chain.parent
 FROM chain ORDER BY n
 """
 
+# The ancestor of a message (the first parameter) at a depth (the other two).
+_ANCESTOR = """
+WITH RECURSIVE up (pk, parent_pk, depth) AS (
+    SELECT pk, parent_pk, depth FROM messages WHERE pk = ?
+    UNION ALL
+    SELECT m.pk, m.parent_pk, m.depth FROM up JOIN messages m ON m.pk = up.parent_pk
+    WHERE up.depth > ?
+)
+SELECT pk FROM up WHERE depth = ?
+"""
+
 _PATH_PKS = """
 WITH RECURSIVE chain (pk) AS (
     VALUES (?)
@@ -266,7 +277,7 @@ def history(
     start = leaf_pk
     inside = None
     if before is not None:
-        start = _before(conn, session_id, before, comps)
+        start = _before(conn, session_id, before, comps, leaf_pk)
         if include_compacted and start is not None and leaf_pk is not None and comps:
             inside = _range_around(conn, start, applied_compactions(conn, leaf_pk, comps))
     want = None if limit is None else limit + 1
@@ -302,20 +313,49 @@ def _range_around(conn: sqlite3.Connection, pk: int, applied: list[Compaction]) 
 
 
 def _before(
-    conn: sqlite3.Connection, session_id: str, before: str, comps: list[Compaction]
+    conn: sqlite3.Connection,
+    session_id: str,
+    before: str,
+    comps: list[Compaction],
+    leaf_pk: int | None,
 ) -> int | None:
+    """Where a page that ends before ``before`` starts; ``before`` must be on the path read
+    (a cursor of another branch would read that branch under this leaf)."""
     validate.message_id(before, "before")
+    off_path = InvalidInput(
+        "before", f"{before!r} is not on the branch being read; use that branch's next_before"
+    )
     number = validate.summary_pk(before)
     if number is not None:
         for c in comps:
             if c.pk == number:
+                if leaf_pk is None or c not in applied_compactions(conn, leaf_pk, comps):
+                    raise off_path
                 return c.start_parent_pk
         raise MessageNotFound(session_id, before, "before")
     pk = message_pk(conn, session_id, before, "before")
+    if leaf_pk is None or not _on_path(conn, session_id, pk, leaf_pk):
+        raise off_path
     parent: int | None = conn.execute(
         "SELECT parent_pk FROM messages WHERE pk = ?", (pk,)
     ).fetchone()[0]
     return parent
+
+
+def _on_path(conn: sqlite3.Connection, session_id: str, pk: int, leaf_pk: int) -> bool:
+    """Whether message ``pk`` is ``leaf_pk`` or one of its ancestors: at once for a session
+    of one branch read at its head (the common case), else by walking up to its depth."""
+    depth, leaf_depth, head_pk, count = conn.execute(
+        "SELECT (SELECT depth FROM messages WHERE pk = ?), (SELECT depth FROM messages "
+        "WHERE pk = ?), head_pk, message_count FROM sessions WHERE id = ?",
+        (pk, leaf_pk, session_id),
+    ).fetchone()
+    if depth > leaf_depth:
+        return False
+    if leaf_pk == head_pk and leaf_depth == count:
+        return True  # every message of the session is on the head's path
+    (found,) = conn.execute(_ANCESTOR, (leaf_pk, depth, depth)).fetchone()
+    return bool(found == pk)
 
 
 def is_tool_result(role: str, content: Any) -> bool:
