@@ -3,6 +3,7 @@ named in the issue's closing note."""
 
 from __future__ import annotations
 
+import json
 import os
 import sqlite3
 import subprocess
@@ -11,12 +12,15 @@ import time
 from pathlib import Path
 from xml.etree import ElementTree
 
+import anyio
 import pytest
 from mcp import Client, MCPError
 
 from tests.helpers import call, integrity
 from tests.test_tools import _server
+from tests.test_transfer import on_terminal
 from threadline import Config, Store
+from threadline.paths import LOCAL_STORE
 from threadline.server.app import MAX_SUBSCRIPTIONS
 from threadline.server.auth import TokenFile, TokenFileError
 from threadline.storage import InvalidInput, SessionEnded, StoreError
@@ -253,3 +257,84 @@ async def test_a_cursor_from_another_branch_is_refused(tmp_path: Path) -> None:
         with pytest.raises(InvalidInput, match="not on the branch being read"):
             await store.get_history("s", before=summary)
         assert (await store.get_history("s", leaf_id="e7", before="e6")).messages[-1].id == summary
+
+
+# -- 9. the result budget, whatever the content's shape --------------------------------------
+
+
+def _chars(value: object) -> int:
+    """Characters of JSON, as the wire carries them (UTF-8, not escaped)."""
+    return len(json.dumps(value, ensure_ascii=False))
+
+
+async def test_every_result_resource_and_prompt_stays_within_budget(tmp_path: Path) -> None:
+    async with Store.open(tmp_path / LOCAL_STORE) as store:
+        await store.create_session(session_id="giant")
+        giant = [{"type": "text", "text": "x" * 1_000_000}]
+        await store.append_messages("giant", [{"role": "user", "content": giant}])
+        await store.create_session(session_id="parts")
+        many = [{"type": "text", "text": f"part {i} " * 30} for i in range(3_000)]
+        await store.append_messages("parts", [{"role": "tool", "content": many}])
+        await store.create_session(session_id="tree")
+        root = await store.append_messages("tree", [{"role": "user", "content": "root"}])
+        for i in range(1_500):
+            await store.append_messages(
+                "tree", [{"id": f"r{i}", "role": "assistant", "content": f"reply {i} " * 20}],
+                parent_id=root.message_ids[0],
+            )  # fmt: skip
+        await store.set_head("tree", "r0")  # the oldest branch
+
+    async with Client(_server(tmp_path)) as client:
+        for sid in ("giant", "parts"):
+            result = await client.call_tool("get_history", {"session_id": sid, "limit": 1})
+            page = result.structured_content
+            assert page is not None and page["messages"][0]["truncated"] is True
+            assert _chars(page) < 61_000 and len(result.content[0].text) < 61_000  # type: ignore[union-attr]
+            for uri in (
+                f"threadline://sessions/{sid}/history.json",
+                f"threadline://sessions/{sid}/history",
+            ):
+                text = (await client.read_resource(uri)).contents[0].text  # type: ignore[union-attr]
+                assert len(text) < 61_000, uri
+            prompt = await client.get_prompt("resume_session", {"session_id": sid})
+            assert sum(len(m.content.text) for m in prompt.messages) < 61_000  # type: ignore[union-attr]
+        parts = (await call(client, "get_history", session_id="parts"))["messages"][0]["content"]
+        assert parts[-1]["text"].endswith("more parts not shown]")
+
+        result = await client.call_tool(
+            "get_history", {"session_id": "tree", "include_branches": True}
+        )
+        page = result.structured_content
+        assert page is not None and _chars(page) < 61_000
+        assert page["branches_omitted"] == 1_500 - len(page["branches"]) > 0
+        listed = {b["leaf_id"]: b["is_head"] for b in page["branches"]}
+        assert listed["r0"] is True and "r1499" in listed  # the head's, then the newest
+
+
+# -- 10. terminal escape sequences from stored text ------------------------------------------
+
+
+def test_text_from_the_store_cannot_drive_the_terminal(tmp_path: Path) -> None:
+    title = "evil\x1b]0;pwned\x07\x1b[2K"
+    content = "\x1b]52;c;ZXZpbA==\x07 hidden \x1b[8mzebra\x9b31m"
+
+    async def write() -> None:
+        async with Store.open(tmp_path / LOCAL_STORE) as store:
+            await store.create_session(session_id="s", title=title)
+            await store.append_messages("s", [{"role": "user", "content": content}])
+            await store.update_context("s", "memory", "note \x1b[2K\r overwritten")
+
+    anyio.run(write)
+    where = ["--data-dir", str(tmp_path)]
+    for argv in (["sessions", "list"], ["sessions", "show", "s"], ["search", "zebra"],
+                 ["context", "show", "--session", "s"]):  # fmt: skip
+        shown = on_terminal([*argv, *where])
+        assert "\x1b" not in shown and "\x9b" not in shown and "\x07" not in shown, argv
+        assert "\\u001b" in shown, (argv, shown)
+    # Not on a terminal, JSON carries the text exactly.
+    piped = subprocess.run(
+        [sys.executable, "-m", "threadline", "sessions", "show", "s", "--json", *where],
+        capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    record = json.loads(piped.stdout)
+    assert (record["title"], record["messages"][0]["content"]) == (title, content)

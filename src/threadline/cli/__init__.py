@@ -14,7 +14,7 @@ import sys
 from typing import NoReturn
 
 from threadline.cli import doctor, hosts, serve, threads, transfer
-from threadline.cli.common import Env, UsageError
+from threadline.cli.common import Env, UsageError, VisibleOutput, visible
 from threadline.config import ConfigError
 from threadline.storage import ThreadlineError
 
@@ -55,23 +55,28 @@ def main(argv: list[str] | None = None) -> int:
         stream=sys.stderr,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    terminal = sys.stdout
+    if args.command != "serve" and terminal.isatty():  # (serve's stdout is the protocol)
+        sys.stdout = VisibleOutput(terminal)
     try:
         # doctor reports a broken config itself instead of stopping at it
         code = args.run(args, None if args.command == "doctor" else Env.load(args))
     except (ThreadlineError, ConfigError, UsageError) as exc:
-        print(f"threadline: {exc}", file=sys.stderr)
+        print(f"threadline: {visible(str(exc))}", file=sys.stderr)
         return 2 if isinstance(exc, UsageError) else 1
     except BaseExceptionGroup as group:  # raised inside task groups (e.g. the server lifespan)
         ours = group.subgroup(lambda e: isinstance(e, ThreadlineError | ConfigError | UsageError))
         if ours is None:
             raise
-        print(f"threadline: {_first(ours)}", file=sys.stderr)
+        print(f"threadline: {visible(str(_first(ours)))}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 130
     except BrokenPipeError:  # `threadline export | head`: the reader left, which is fine
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # nothing left to flush
         return 0
+    finally:
+        sys.stdout = terminal
     return int(code or 0)
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import shutil
 import sys
 import time
@@ -112,6 +113,31 @@ def print_json(value: Any, out: TextIO | None = None) -> None:
         value = [v.model_dump(mode="json") if isinstance(v, BaseModel) else v for v in value]
     json.dump(value, out or sys.stdout, ensure_ascii=False, indent=2)
     (out or sys.stdout).write("\n")
+
+
+# Control characters a terminal acts on (escape sequences, carriage returns, C1 controls);
+# tab and newline are layout. Text from the store is shown with these escaped on a terminal,
+# so what a tool wrote cannot retitle the window, write the clipboard or hide text.
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+def visible(text: str) -> str:
+    """``text`` with terminal control characters written as ``\\uXXXX``."""
+    return _CONTROL.sub(lambda m: f"\\u{ord(m[0]):04x}", text)
+
+
+class VisibleOutput:
+    """A terminal's stdout that shows control characters escaped (JSON stays valid: a JSON
+    string may hold ``\\uXXXX``)."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self._stream = stream
+
+    def write(self, text: str) -> int:
+        return self._stream.write(visible(text))
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stream, name)
 
 
 def table(

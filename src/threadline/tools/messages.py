@@ -1,6 +1,5 @@
 """Tools for messages: append, read history (with branches), move the head, delete."""
 
-import json
 from typing import Annotated, Any
 
 from mcp.server import MCPServer
@@ -9,42 +8,18 @@ from mcp.server.mcpserver.exceptions import ToolError
 from pydantic import Field
 
 from threadline.storage import AppendResult, Branch, Deleted, History, SessionInfo
+from threadline.tools.budget import BRANCH_BUDGET_CHARS, RESULT_BUDGET_CHARS, fit, fit_branches
 from threadline.tools.common import MessageId, Runtime, SessionId, hints, notify, using
 from threadline.tools.schemas import Messages
-
-# Hosts refuse large tool results (Claude Code: 25,000 tokens). A page of history is cut to
-# this many characters of JSON, oldest messages first, and says so through has_more.
-RESULT_BUDGET_CHARS = 60_000
 
 
 class HistoryPage(History):
     branches: list[Branch] | None = Field(
-        default=None, description="Every leaf of the message tree (with include_branches)."
+        default=None,
+        description="The leaves of the message tree (with include_branches): the head's and "
+        "the newest, as many as fit the result.",
     )
-
-
-def fit(history: History, budget: int = RESULT_BUDGET_CHARS) -> History:
-    """Drop the oldest messages of a page until it fits ``budget``; shorten a lone giant."""
-    messages = list(history.messages)
-    sizes = [len(json.dumps(m.content, ensure_ascii=False)) + 200 for m in messages]
-    total = sum(sizes)
-    if total <= budget:
-        return history
-    while len(messages) > 1 and total > budget:
-        total -= sizes.pop(0)
-        messages.pop(0)
-    if total > budget and isinstance(messages[0].content, str):
-        content = messages[0].content
-        keep = max(0, budget - 200)
-        messages[0] = messages[0].model_copy(
-            update={
-                "content": f"{content[:keep]}… [{len(content) - keep} more characters not shown]",
-                "truncated": True,
-            }
-        )
-    return history.model_copy(
-        update={"messages": messages, "has_more": True, "next_before": messages[0].id}
-    )
+    branches_omitted: int = Field(default=0, description="Branches not listed (too many).")
 
 
 def register(mcp: MCPServer[Any], runtime: Runtime) -> None:
@@ -117,13 +92,18 @@ def register(mcp: MCPServer[Any], runtime: Runtime) -> None:
         thread; use session_search to find something without reading everything.
         """
         async with using(runtime) as store:
-            history = fit(
-                await store.get_history(
-                    session_id, leaf_id, limit, before, include_compacted, truncate_tool_output
-                )
+            history = await store.get_history(
+                session_id, leaf_id, limit, before, include_compacted, truncate_tool_output
             )
-            branches = await store.list_branches(session_id) if include_branches else None
-        return HistoryPage.model_construct(**dict(history), branches=branches)
+            every = await store.list_branches(session_id) if include_branches else None
+        if every is None:
+            return HistoryPage.model_construct(**dict(fit(history)), branches=None)
+        branches = fit_branches(every)
+        return HistoryPage.model_construct(
+            **dict(fit(history, RESULT_BUDGET_CHARS - BRANCH_BUDGET_CHARS)),
+            branches=branches,
+            branches_omitted=len(every) - len(branches),
+        )
 
     @mcp.tool(annotations=hints(idempotent=True))
     async def set_head(

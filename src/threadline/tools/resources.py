@@ -16,6 +16,7 @@ from pydantic import Field
 
 from threadline.storage import ContextView, History, SessionInfo
 from threadline.storage.text import readable
+from threadline.tools.budget import fit
 from threadline.tools.common import (
     INDEX_URI,
     Runtime,
@@ -23,7 +24,6 @@ from threadline.tools.common import (
     session_uri,
     using,
 )
-from threadline.tools.messages import fit
 
 RESUME_MESSAGES = 100
 
