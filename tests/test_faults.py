@@ -1432,3 +1432,22 @@ async def test_cancellation_storm_over_http(tmp_path: Path, record_property: Rec
             f"storm_http_{name}_next_call_p99_ms": round(p99(times[name]) * 1000, 1),
         }
     figures(record_property, **values)
+
+
+# ------------------------------------------------- read-only data directory (issue 13, item 13)
+
+
+def test_a_stdio_server_on_a_read_only_data_directory_says_so_in_one_line(
+    public_tmp: Path,
+) -> None:
+    prefix = as_nobody() or read_only_mount(public_tmp)
+    data = public_tmp / "data"
+    data.mkdir()
+    data.chmod(0o755)  # root's: nobody cannot create the store in it
+    command = [*prefix, sys.executable, "-m", "threadline", "serve", "--data-dir", str(data)]
+    done = subprocess.run(command, input=b"", capture_output=True, timeout=60, check=False)
+    err = done.stderr.decode()
+    assert done.returncode == 1, err
+    assert "Traceback" not in err and err.count("\n") == 1, err
+    assert err.startswith("threadline: ") and "the data directory is read-only" in err, err
+    assert list(data.iterdir()) == []

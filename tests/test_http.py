@@ -1381,3 +1381,18 @@ async def test_slow_clients_are_cut_off_and_real_users_are_still_served(
         finally:
             for stream in [*slow, *past_the_bound]:
                 await stream.aclose()
+
+
+async def test_a_store_that_cannot_be_made_names_no_server_path(
+    serve: Serve, tokens: TokenFile, tmp_path: Path
+) -> None:
+    _, alice = tokens.add("alice")
+    (tmp_path / "users").write_text("not a directory")  # alice's store cannot be created
+    served = await serve(static(tokens))
+    with anyio.fail_after(20):
+        async with connect(served, alice) as client:
+            result = await client.call_tool("list_sessions", {})
+    assert result.is_error
+    text = result.content[0].text  # type: ignore[union-attr]
+    assert "cannot create the data directory" in text, text
+    assert str(tmp_path) not in text and "/users" not in text and "\n" not in text, text

@@ -23,6 +23,7 @@ from pydantic import BaseModel
 from threadline.config import Config, load_config
 from threadline.paths import LOCAL_STORE, STATIC_ISSUER, default_data_dir, user_file
 from threadline.storage import Store
+from threadline.storage.schema import make_directory
 
 Commands = Any  # what add_subparsers() returns (argparse._SubParsersAction, private)
 
@@ -101,7 +102,7 @@ class Env:
                 "and --user, or run `threadline doctor`)"
             )
         if create:
-            path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            make_directory(path.parent)
         async with Store.open(path, self.config) as store:
             yield store
 

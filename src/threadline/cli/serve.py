@@ -15,6 +15,7 @@ import anyio
 from threadline.cli.common import Commands, Env, UsageError, add_common
 from threadline.config import Config
 from threadline.storage import Store
+from threadline.storage.schema import make_directory
 
 log = logging.getLogger("threadline")
 
@@ -255,5 +256,5 @@ def _demo_command(args: argparse.Namespace, env: Env) -> None:
             anyio.run(_demo, Path(scratch))
         print("(a temporary store, now removed; --data-dir DIR keeps it as DIR/demo.db)")
         return
-    env.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    make_directory(env.data_dir)
     anyio.run(_demo, env.data_dir)

@@ -10,6 +10,7 @@ from types import TracebackType
 from threadline.config import Config
 from threadline.paths import LOCAL_STORE
 from threadline.storage import Store, StoreError
+from threadline.storage.schema import make_directory
 
 
 class LocalRuntime:
@@ -28,7 +29,7 @@ class LocalRuntime:
         yield self._store
 
     async def __aenter__(self) -> LocalRuntime:
-        self._data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        make_directory(self._data_dir)
         self._store = await Store.open(self.path, self.config)
         return self
 

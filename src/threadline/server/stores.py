@@ -13,6 +13,7 @@ never while a call holds it.
 from __future__ import annotations
 
 import logging
+import re
 from collections import OrderedDict
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -24,6 +25,7 @@ import anyio
 from threadline.config import Config
 from threadline.paths import LOCAL_STORE, user_file
 from threadline.storage import Store, StoreError
+from threadline.storage.schema import make_directory
 from threadline.tools.common import current_user
 
 log = logging.getLogger(__name__)
@@ -89,13 +91,24 @@ class UserStores:
             async with lock:
                 entry = self._open.get(path)
                 if entry is None:
-                    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-                    entry = _Entry(await Store.open(path, self.config))
+                    entry = _Entry(await self._open_store(path))
                     self._open[path] = entry
             self._opening.pop(path, None)
         self._open.move_to_end(path)
         entry.leases += 1
         return entry
+
+    async def _open_store(self, path: Path) -> Store:
+        """The user's store, opened; a refusal reaches the client without any server path
+        (the log keeps it)."""
+        try:
+            make_directory(path.parent)
+            return await Store.open(path, self.config)
+        except StoreError as exc:
+            log.error("opening a user store failed: %s", exc)
+            under = re.escape(str(self.data_dir)) + r"\S*"
+            said = re.sub(under, "the data directory", re.sub(under + ": ", "", str(exc)))
+            raise StoreError(said) from None
 
     async def _evict(self, now: float | None = None) -> None:
         """Close idle stores: beyond capacity (least recently used first), or idle too long.
@@ -128,7 +141,7 @@ class UserStores:
     @asynccontextmanager
     async def running(self) -> AsyncIterator[UserStores]:
         """Serve while the block runs; then close every store."""
-        self.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        make_directory(self.data_dir)
         self._running = True
         try:
             async with anyio.create_task_group() as tasks:

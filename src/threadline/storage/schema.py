@@ -10,6 +10,7 @@ left exactly as it was.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import secrets
 import sqlite3
@@ -184,6 +185,23 @@ def open_writer(path: Path, config: Config) -> sqlite3.Connection:
     return conn
 
 
+def make_directory(path: Path) -> None:
+    """Create a data directory (0700) if it is missing, or say in one line why it cannot be."""
+    try:
+        path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    except OSError as exc:
+        raise StoreUnusable(f"{path}: cannot create the data directory: {why(exc)}") from None
+
+
+def why(exc: OSError) -> str:
+    """An operating-system refusal as a reason a person can act on."""
+    if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return "the data directory is read-only (or not writable by this user)"
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return "storage is full"
+    return exc.strerror or type(exc).__name__
+
+
 def _create(path: Path, config: Config) -> None:
     """Build a new store under a temporary name, then publish it with a hard link.
 
@@ -192,7 +210,10 @@ def _create(path: Path, config: Config) -> None:
     store is used. A leftover temporary file is only garbage (``.NAME.*.new``).
     """
     temporary = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.new")
-    os.close(os.open(temporary, os.O_CREAT | os.O_EXCL | os.O_WRONLY | os.O_NOFOLLOW, 0o600))
+    try:
+        os.close(os.open(temporary, os.O_CREAT | os.O_EXCL | os.O_WRONLY | os.O_NOFOLLOW, 0o600))
+    except OSError as exc:
+        raise StoreUnusable(f"{path}: cannot create a store: {why(exc)}") from None
     try:
         conn = connect(temporary, config)
         try:
@@ -204,6 +225,8 @@ def _create(path: Path, config: Config) -> None:
             os.link(temporary, path)
     except sqlite3.Error as exc:
         raise StoreUnusable(f"{path}: cannot create a store: {translate(exc)}") from exc
+    except OSError as exc:
+        raise StoreUnusable(f"{path}: cannot create a store: {why(exc)}") from None
     finally:
         for leftover in (temporary, *(Path(f"{temporary}{s}") for s in ("-wal", "-shm"))):
             with contextlib.suppress(FileNotFoundError):
