@@ -20,6 +20,7 @@ from tests.helpers import call, integrity
 from tests.test_tools import _server
 from tests.test_transfer import on_terminal
 from threadline import Config, Store
+from threadline.cli import main
 from threadline.paths import LOCAL_STORE
 from threadline.server.app import MAX_SUBSCRIPTIONS
 from threadline.server.auth import TokenFile, TokenFileError
@@ -338,3 +339,80 @@ def test_text_from_the_store_cannot_drive_the_terminal(tmp_path: Path) -> None:
     )  # fmt: skip
     record = json.loads(piped.stdout)
     assert (record["title"], record["messages"][0]["content"]) == (title, content)
+
+
+# -- 16. host files behind symbolic links, and nested too deeply -----------------------------
+
+
+@pytest.mark.parametrize("dangling", [False, True])
+def test_config_write_writes_through_a_symlinked_host_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, dangling: bool
+) -> None:
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.chdir(tmp_path)
+    host = tmp_path / ".cursor" / "mcp.json"
+    dotfiles = tmp_path / "dotfiles"
+    dotfiles.mkdir()
+    real = dotfiles / "cursor-mcp.json"
+    if not dangling:
+        real.write_text(json.dumps({"mcpServers": {"git": {"command": "uvx"}}}))
+    host.parent.mkdir()
+    host.symlink_to(real)
+
+    assert main(["config", "cursor", "--write"]) == 0
+
+    assert host.is_symlink() and host.resolve() == real  # the link stays
+    written = json.loads(real.read_text())
+    assert "threadline" in written["mcpServers"]
+    assert ("git" in written["mcpServers"]) is not dangling
+    assert sorted(p.name for p in host.parent.iterdir()) == ["mcp.json"]  # no file beside it
+    backups = sorted(p.name for p in dotfiles.iterdir() if ".bak-" in p.name)
+    assert len(backups) == (0 if dangling else 1)
+
+
+def test_config_and_doctor_refuse_a_host_file_nested_too_deeply(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.chdir(tmp_path)
+    host = tmp_path / ".cursor" / "mcp.json"
+    host.parent.mkdir()
+    host.write_text("[" * 100_000 + "]" * 100_000)
+
+    assert main(["config", "cursor", "--write"]) == 2
+    err = capsys.readouterr().err
+    assert "nested too deeply" in err and err.count("\n") == 1 and "Traceback" not in err
+    main(["doctor", "--data-dir", str(tmp_path / "d")])
+    assert "Traceback" not in capsys.readouterr().err
+
+
+# -- 15. an export onto a full disk ----------------------------------------------------------
+
+_LIMITED = """
+import resource, signal, sys
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails with EFBIG
+resource.setrlimit(resource.RLIMIT_FSIZE, (65536, 65536))
+from threadline.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def test_an_export_onto_a_full_disk_is_one_line_and_leaves_no_file(tmp_path: Path) -> None:
+    async def write() -> None:
+        async with Store.open(tmp_path / LOCAL_STORE) as store:
+            await store.create_session(session_id="s")
+            turns = [{"role": "user", "content": f"turn {i} " * 60} for i in range(400)]
+            await store.append_messages("s", turns)
+
+    anyio.run(write)
+    out = tmp_path / "out"
+    out.mkdir()
+    done = subprocess.run(
+        [sys.executable, "-c", _LIMITED, "export", "-o", str(out / "e.jsonl"),
+         "--data-dir", str(tmp_path)],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert done.returncode == 1, done.stderr
+    assert done.stderr.count("\n") == 1 and "Traceback" not in done.stderr, done.stderr
+    assert "storage is full" in done.stderr and "nothing was written" in done.stderr
+    assert list(out.iterdir()) == []

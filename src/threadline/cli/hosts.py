@@ -113,17 +113,23 @@ def _config(args: argparse.Namespace, env: Env) -> None:
 
 
 def write_entry(path: Path, key: str, entry: dict[str, Any]) -> tuple[bool, Path | None]:
-    """Set ``path[key][NAME] = entry``, keeping everything else; back up a file that existed."""
+    """Set ``path[key][NAME] = entry``, keeping everything else; back up a file that existed.
+
+    A host file that is a symbolic link (dotfile managers make them) is written through: its
+    target is backed up and replaced, and the link stays; a dangling link gets its target."""
+    shown, path = path, Path(os.path.realpath(path))
     document: dict[str, Any] = {}
     if path.exists():
         try:
             document = json.loads(path.read_text(encoding="utf-8") or "{}")
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
             raise UsageError(
-                f"{path} is not readable JSON ({exc}); fix it or move it away"
+                f"{shown} is not readable JSON ({exc}); fix it or move it away"
             ) from None
+        except RecursionError:
+            raise UsageError(f"{shown} is nested too deeply to read; fix or move it") from None
         if not isinstance(document, dict) or not isinstance(document.get(key, {}), dict):
-            raise UsageError(f"{path} does not hold a JSON object with a {key!r} object")
+            raise UsageError(f"{shown} does not hold a JSON object with a {key!r} object")
     servers = document.setdefault(key, {})
     if servers.get(NAME) == entry:
         return False, None
@@ -161,14 +167,14 @@ def mentions(path: Path) -> list[str] | None:
     """The server entries of a host config that start threadline (None: no readable file)."""
     try:
         document = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        found = []
+        if isinstance(document, dict):
+            for key in ("mcpServers", "servers"):
+                servers = document.get(key)
+                if isinstance(servers, dict):
+                    for name, server in servers.items():
+                        if NAME in json.dumps(server):
+                            found.append(f"{key}.{name}")
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError):
         return None
-    found = []
-    if isinstance(document, dict):
-        for key in ("mcpServers", "servers"):
-            servers = document.get(key)
-            if isinstance(servers, dict):
-                for name, server in servers.items():
-                    if NAME in json.dumps(server):
-                        found.append(f"{key}.{name}")
     return found

@@ -34,6 +34,7 @@ from pydantic import BaseModel, ValidationError
 from threadline.cli.common import Commands, Env, Progress, UsageError, add_common, count
 from threadline.cli.render import session_markdown
 from threadline.storage import InvalidInput, SessionNotFound, Store, ThreadlineError, transfer
+from threadline.storage.schema import why
 from threadline.storage.transfer import BlockRecord, Header, SessionRecord
 
 M = TypeVar("M", bound=BaseModel)
@@ -99,9 +100,11 @@ def _output(path: Path | None) -> Iterator[IO[str]]:
         with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as out:
             yield out
         os.replace(temporary, path)
-    except BaseException:
+    except BaseException as exc:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(temporary)
+        if isinstance(exc, OSError):  # a full disk, a file size limit: one line, not a trace
+            raise ThreadlineError(f"cannot write {path}: {why(exc)}; nothing was written") from None
         raise
 
 

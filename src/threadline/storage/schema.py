@@ -197,8 +197,8 @@ def why(exc: OSError) -> str:
     """An operating-system refusal as a reason a person can act on."""
     if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
         return "the data directory is read-only (or not writable by this user)"
-    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-        return "storage is full"
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+        return "storage is full (disk or file size limit)"
     return exc.strerror or type(exc).__name__
 
 
