@@ -416,3 +416,29 @@ def test_an_export_onto_a_full_disk_is_one_line_and_leaves_no_file(tmp_path: Pat
     assert done.stderr.count("\n") == 1 and "Traceback" not in done.stderr, done.stderr
     assert "storage is full" in done.stderr and "nothing was written" in done.stderr
     assert list(out.iterdir()) == []
+
+
+# -- 17. doctor on hostile files ------------------------------------------------------------
+
+
+def test_doctor_reports_odd_files_clearly_and_never_hangs(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    (data / "users").mkdir(parents=True)
+    (data / "tokens.json").write_text('{"tokens": 5}')
+    (data / "tokens.json").chmod(0o600)
+    os.mkfifo(data / "users" / "x.db")
+    (data / "users" / "evil.db").symlink_to("/etc/passwd")
+
+    done = subprocess.run(
+        [sys.executable, "-m", "threadline", "doctor", "--data-dir", str(data)],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+
+    assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr
+    lines = done.stdout.splitlines()
+    for name in ("evil.db", "x.db"):
+        (line,) = [ln for ln in lines if f"store {name}" in ln]
+        assert line.lower().startswith("fail") and "is not a regular file" in line, line
+    (tokens,) = [ln for ln in lines if "tokens file" in ln]
+    assert tokens.lower().startswith("fail") and "not readable" in tokens, tokens
+    assert "root:" not in done.stdout  # nothing of /etc/passwd was read out

@@ -22,6 +22,7 @@ from threadline.cli.common import Commands, Env, add_common, count
 from threadline.cli.serve import tokens_path
 from threadline.config import Config, ConfigError
 from threadline.paths import LOCAL_STORE, STATIC_ISSUER, USERS_DIR, default_data_dir, user_file
+from threadline.server.auth import TokenFile, TokenFileError
 from threadline.storage.schema import APPLICATION_ID, LATEST
 from threadline.storage.search import newest_pk
 
@@ -131,15 +132,12 @@ def _stores(data_dir: Path) -> list[Path]:
 
 def _user_names(env: Env) -> dict[str, str]:
     """Store file names of the users in the tokens file, to say whose store is whose."""
-    path = tokens_path(None, env)
     try:
-        entries = json.loads(path.read_text(encoding="utf-8")).get("tokens", [])
-    except (OSError, ValueError, AttributeError):
+        entries = TokenFile(tokens_path(None, env)).entries()
+    except TokenFileError:  # reported by _tokens
         return {}
     return {
-        user_file(env.data_dir, (STATIC_ISSUER, e["user"])).name: f"user {e['user']!r}"
-        for e in entries
-        if isinstance(e, dict) and isinstance(e.get("user"), str)
+        user_file(env.data_dir, (STATIC_ISSUER, e.user)).name: f"user {e.user!r}" for e in entries
     }
 
 
@@ -147,6 +145,16 @@ def _store(report: Report, path: Path, owner: str | None) -> None:
     what = f"store {path.name}" + (f" ({owner})" if owner else "")
     if path.name == LOCAL_STORE:
         what += " (local)"
+    try:
+        regular = stat.S_ISREG(path.lstat().st_mode)
+    except OSError as exc:
+        report.add("fail", what, f"cannot be read: {exc.strerror or exc}")
+        return
+    if not regular:  # a symlink, a FIFO, a directory: the server refuses it too
+        report.add(
+            "fail", what, "is not a regular file; no server will open it", f"move {path} away"
+        )
+        return
     for leftover in path.parent.glob(f".{path.name}.*.new"):
         report.add(
             "warn",
@@ -246,10 +254,20 @@ def _tokens(report: Report, env: Env) -> None:
     if not path.exists():
         return
     mode = stat.S_IMODE(path.stat().st_mode)
+    try:
+        entries = TokenFile(path).entries()
+    except TokenFileError as exc:
+        report.add(
+            "fail",
+            "tokens file",
+            str(exc),
+            "fix it, or add tokens anew with `threadline token add`",
+        )
+        return
     if mode & 0o077:
         report.add("fail", "tokens file", f"{path} is readable by others", f"chmod 600 {path}")
     else:
-        report.add("ok", "tokens file", str(path))
+        report.add("ok", "tokens file", f"{path} ({count(len(entries), 'token')})")
 
 
 def _hosts(report: Report) -> None:
