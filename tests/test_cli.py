@@ -29,6 +29,7 @@ from tests.helpers import dump, integrity
 from threadline import Store
 from threadline.cli import hosts, main
 from threadline.paths import LOCAL_STORE, STATIC_ISSUER, USERS_DIR, user_file
+from threadline.server.auth import TokenFile
 from threadline.storage.schema import LATEST
 
 HEADER = ["ID", "TITLE", "STATUS", "MESSAGES", "TOKENS", "LAST ACTIVITY"]
@@ -952,7 +953,7 @@ def test_doctor_fails_a_tokens_file_others_can_read(
     bob = user_file(data_dir, (STATIC_ISSUER, "bob"))
     anyio.run(_user_store, bob, "Bob's thread")
     tokens = data_dir / "tokens.json"
-    tokens.write_text(json.dumps({"tokens": [{"user": "bob", "id": "t1"}]}))
+    TokenFile(tokens).add("bob")
     tokens.chmod(0o644)
     code, found = checks(cli)
     assert code == 1
