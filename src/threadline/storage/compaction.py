@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import sqlite3
 from dataclasses import dataclass
+from typing import Any
 
 from threadline.config import Config
 from threadline.storage import context, validate
@@ -21,12 +22,14 @@ from threadline.storage.models import CompactionPlan, CompactionResult, MessageI
 from threadline.storage.sessions import insert_session
 from threadline.storage.text import new_id, now
 from threadline.storage.tree import (
+    OMITTED,
     Compaction,
     Entry,
     append,
     compactions,
     effective_tokens,
     ended,
+    guard_head,
     session_row,
     walk,
 )
@@ -137,8 +140,11 @@ def compact(
     keep_first: int | None = None,
     keep_last: int | None = None,
     split: bool = False,
+    expected_head: Any = OMITTED,
 ) -> CompactionResult:
     validate.text(summary, "summary", config.limits.max_message_chars, allow_empty=False)
+    session_row(conn, session_id, "1")
+    guard_head(conn, session_id, expected_head)
     chosen = _choose(conn, config, session_id, keep_first, keep_last)
     stamp = now()
     pk = conn.execute(

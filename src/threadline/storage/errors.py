@@ -41,7 +41,23 @@ class MessageNotFound(ThreadlineError):
         self.message_id = message_id
 
 
-class MessageConflict(ThreadlineError):
+class Conflict(ThreadlineError):
+    """The session is not as the caller expected (another writer was first); nothing changed."""
+
+
+class HeadMoved(Conflict):
+    """The session's head is not the ``expected_head`` the write was guarded by."""
+
+    def __init__(self, session_id: str, expected: str | None, head: str | None) -> None:
+        super().__init__(
+            f"session {session_id!r} has head {head!r}, not {expected!r} (another writer "
+            "changed it): nothing was written; read the history again and retry"
+        )
+        self.session_id = session_id
+        self.head_id = head
+
+
+class MessageConflict(Conflict):
     """A message id is reused with different content."""
 
 

@@ -182,17 +182,26 @@ class Store:
     # -- messages -----------------------------------------------------------------------
 
     async def append_messages(
-        self, session_id: str, messages: Messages, parent_id: str | None = tree.OMITTED
+        self,
+        session_id: str,
+        messages: Messages,
+        parent_id: str | None = tree.OMITTED,
+        *,
+        expected_head: str | None = tree.OMITTED,
     ) -> AppendResult:
         """Append messages atomically, to the head or (``parent_id``) as a new branch.
 
         Omit ``parent_id`` to extend the head; pass a message id to branch there (an edit or
         a regeneration); pass ``None`` to start a new root. The head moves to the last message.
         A message whose ``id`` is already stored with the same content is a no-op.
+
+        ``expected_head`` (a message id, or None for a session without messages) appends only
+        if the head is still that: otherwise ``HeadMoved`` (a ``Conflict``) names the head and
+        nothing changes, so two workers serving one thread cannot interleave their turns.
         """
         batch = validate.messages(messages, self.config.limits)
         result: AppendResult = await self._w(
-            tree.append, self._db.config, session_id, batch, parent_id
+            tree.append, self._db.config, session_id, batch, parent_id, expected_head
         )
         return result
 
@@ -231,12 +240,15 @@ class Store:
         result: list[Branch] = await self._r(tree.branches, session_id=session_id)
         return result
 
-    async def set_head(self, session_id: str, message_id: str) -> SessionInfo:
-        """Move the head, so history and the next append follow ``message_id``'s path."""
+    async def set_head(
+        self, session_id: str, message_id: str, *, expected_head: str | None = tree.OMITTED
+    ) -> SessionInfo:
+        """Move the head, so history and the next append follow ``message_id``'s path
+        (guarded by ``expected_head`` as ``append_messages`` is)."""
         config = self.config
 
         def run(conn: sqlite3.Connection) -> SessionInfo:
-            tree.set_head(conn, session_id, message_id)
+            tree.set_head(conn, session_id, message_id, expected_head)
             return sessions.info(conn, config, session_id)
 
         result: SessionInfo = await self._db.write(run)
@@ -284,14 +296,24 @@ class Store:
         keep_first: int | None = None,
         keep_last: int | None = None,
         split: bool = False,
+        *,
+        expected_head: str | None = tree.OMITTED,
     ) -> CompactionResult:
         """Replace the compactable range with ``summary`` when reading (nothing is deleted).
 
         ``split=True`` also ends the session and starts a child seeded with the summary and the
-        protected tail (its id is ``new_session_id``).
+        protected tail (its id is ``new_session_id``). ``expected_head`` guards it as it
+        guards ``append_messages``: a summary written from a stale read is refused.
         """
         result: CompactionResult = await self._w(
-            compaction.compact, self.config, session_id, summary, keep_first, keep_last, split
+            compaction.compact,
+            self.config,
+            session_id,
+            summary,
+            keep_first,
+            keep_last,
+            split,
+            expected_head,
         )
         return result
 

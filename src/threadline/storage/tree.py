@@ -15,6 +15,7 @@ from typing import Any, NamedTuple
 from threadline.config import Config
 from threadline.storage import validate
 from threadline.storage.errors import (
+    HeadMoved,
     InvalidInput,
     MessageConflict,
     MessageNotFound,
@@ -442,6 +443,18 @@ def encode_message(message: MessageIn, index: int, config: Config) -> tuple[Any,
     return message.role, content, is_json, body, message.name, meta, tokens
 
 
+def guard_head(conn: sqlite3.Connection, session_id: str, expected: Any) -> None:
+    """Refuse (``HeadMoved``) unless the head is ``expected``: a message id, or None for a
+    session without messages; ``OMITTED`` guards nothing."""
+    if expected is OMITTED:
+        return
+    if expected is not None and not isinstance(expected, str):
+        raise InvalidInput("expected_head", "must be a message id, or null for an empty session")
+    (head,) = session_row(conn, session_id, "(SELECT id FROM messages WHERE pk = head_pk)")
+    if head != expected:
+        raise HeadMoved(session_id, expected, head)
+
+
 def continued_in(conn: sqlite3.Connection, session_id: str) -> str | None:
     """The session an ended one was split into."""
     row = conn.execute(
@@ -468,7 +481,9 @@ def append(
     session_id: str,
     messages: list[MessageIn],
     parent_id: Any = OMITTED,
+    expected_head: Any = OMITTED,
 ) -> AppendResult:
+    guard_head(conn, session_id, expected_head)
     status, head_pk, estimate = session_row(conn, session_id, "status, head_pk, token_estimate")
     if status == "ended":
         raise ended(conn, session_id, "append to")
@@ -547,8 +562,11 @@ def _message_id(conn: sqlite3.Connection, pk: int) -> str:
     return value
 
 
-def set_head(conn: sqlite3.Connection, session_id: str, message_id: str) -> None:
+def set_head(
+    conn: sqlite3.Connection, session_id: str, message_id: str, expected_head: Any = OMITTED
+) -> None:
     session_row(conn, session_id, "1")
+    guard_head(conn, session_id, expected_head)
     pk = message_pk(conn, session_id, message_id, "message_id")
     conn.execute(
         "UPDATE sessions SET head_pk = ?, token_estimate = ?, updated_at = ? WHERE id = ?",

@@ -49,6 +49,21 @@ SessionId = Annotated[
 MessageId = Annotated[
     str, Field(description="A message id from get_history.", min_length=1, max_length=64)
 ]
+ExpectedHead = Annotated[
+    str | None,
+    Field(
+        description="Write only if the session's head is still this message id (the head_id "
+        'you last read; "" for a session without messages): if another writer moved it, '
+        "nothing is written and a conflict names the head. Omit to write regardless.",
+        max_length=64,
+    ),
+]
+
+
+def guarded(head: str | None) -> dict[str, Any]:
+    """An ``ExpectedHead`` argument as the store's keyword: none when omitted; ``""`` (a
+    session without messages) is None to the store."""
+    return {} if head is None else {"expected_head": head or None}
 
 
 def hints(

@@ -12,7 +12,16 @@ from mcp.types import CreateMessageResult, SamplingMessage, TextContent
 from pydantic import Field
 
 from threadline.storage import CompactionPlan, CompactionResult, Message
-from threadline.tools.common import MODERN, Runtime, SessionId, hints, notify, using
+from threadline.tools.common import (
+    MODERN,
+    ExpectedHead,
+    Runtime,
+    SessionId,
+    guarded,
+    hints,
+    notify,
+    using,
+)
 
 SUMMARY_TOKENS = 1500
 WRITE_IT = (
@@ -112,6 +121,7 @@ def register(mcp: MCPServer[Any], runtime: Runtime) -> None:
                 "the summary (returned as new_session_id)."
             ),
         ] = False,
+        expected_head: ExpectedHead = None,
     ) -> CompactionResult:
         """Shrink a long session: a summary replaces older messages when history is read.
 
@@ -127,7 +137,9 @@ def register(mcp: MCPServer[Any], runtime: Runtime) -> None:
         else:
             text = written
         async with using(runtime) as store:
-            result = await store.compact_session(session_id, text, keep_first, keep_last, split)
+            result = await store.compact_session(
+                session_id, text, keep_first, keep_last, split, **guarded(expected_head)
+            )
         new = (result.new_session_id,) if result.new_session_id else ()
         await notify(
             ctx,

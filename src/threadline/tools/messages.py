@@ -9,7 +9,16 @@ from pydantic import Field
 
 from threadline.storage import AppendResult, Branch, Deleted, History, SessionInfo
 from threadline.tools.budget import BRANCH_BUDGET_CHARS, RESULT_BUDGET_CHARS, fit, fit_branches
-from threadline.tools.common import MessageId, Runtime, SessionId, hints, notify, using
+from threadline.tools.common import (
+    ExpectedHead,
+    MessageId,
+    Runtime,
+    SessionId,
+    guarded,
+    hints,
+    notify,
+    using,
+)
 from threadline.tools.schemas import Messages
 
 
@@ -47,20 +56,24 @@ def register(mcp: MCPServer[Any], runtime: Runtime) -> None:
             bool,
             Field(description="Start a separate new root in this session instead (rarely needed)."),
         ] = False,
+        expected_head: ExpectedHead = None,
     ) -> AppendResult:
         """Append messages to a session, all or none, and move its head to the last one.
 
         Call it with the user's message and your reply each turn. Messages with an id that is
         already stored with the same content are skipped, so a retry never duplicates.
+        When several workers serve one thread, pass expected_head (the head_id you read): a
+        turn built on a stale read is refused instead of interleaved.
         Returns the message ids, the new head, and whether the session needs compaction.
         """
         if new_root and parent_id is not None:
             raise ToolError("new_root: cannot be combined with parent_id; send one of them")
+        guard = guarded(expected_head)
         async with using(runtime) as store:
             if new_root or parent_id is not None:
-                result = await store.append_messages(session_id, messages, parent_id)
+                result = await store.append_messages(session_id, messages, parent_id, **guard)
             else:
-                result = await store.append_messages(session_id, messages)
+                result = await store.append_messages(session_id, messages, **guard)
         await notify(ctx, (session_id,))
         return result
 
@@ -107,14 +120,17 @@ def register(mcp: MCPServer[Any], runtime: Runtime) -> None:
 
     @mcp.tool(annotations=hints(idempotent=True))
     async def set_head(
-        ctx: Context[Any, Any], session_id: SessionId, message_id: MessageId
+        ctx: Context[Any, Any],
+        session_id: SessionId,
+        message_id: MessageId,
+        expected_head: ExpectedHead = None,
     ) -> SessionInfo:
         """Move the session's head to message_id: history and the next append follow it
         from now on. A leaf (see get_history with include_branches) switches to that branch;
         an earlier message rewinds the thread to it (later messages stay, on their branch,
         and the next append starts a new branch there)."""
         async with using(runtime) as store:
-            info = await store.set_head(session_id, message_id)
+            info = await store.set_head(session_id, message_id, **guarded(expected_head))
         await notify(ctx, (session_id,))
         return info
 
