@@ -26,6 +26,16 @@ def test_library_example_runs(tmp_path: Path) -> None:
     assert (tmp_path / "alice.db").exists()
 
 
+def test_agents_sdk_example_runs(tmp_path: Path) -> None:
+    blocks = re.findall(r"```python\n(.*?)```", README.read_text(), re.S)
+    (code,) = [b for b in blocks if "ThreadlineSession" in b]
+    result = subprocess.run(
+        [sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() in (["trains", "2"],)
+
+
 def test_demo_command_runs(tmp_path: Path) -> None:
     result = subprocess.run(
         [sys.executable, "-m", "threadline", "demo", "--data-dir", str(tmp_path)],

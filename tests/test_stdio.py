@@ -28,28 +28,12 @@ from mcp.client.subscriptions import ResourceUpdated
 from mcp.types import CallToolResult, ResourceUpdatedNotification, TextResourceContents
 
 from tests.helpers import integrity, ok
+from tests.test_tools import TOOLS
 
 ERAS = pytest.mark.parametrize(
     ("mode", "version"), [("auto", "2026-07-28"), ("legacy", "2025-11-25")]
 )
 
-TOOLS = {
-    "create_session",
-    "list_sessions",
-    "get_session",
-    "rename_session",
-    "delete_session",
-    "fork_session",
-    "record_usage",
-    "append_messages",
-    "get_history",
-    "set_head",
-    "delete_messages",
-    "compact_session",
-    "update_context",
-    "get_context",
-    "session_search",
-}
 
 # Generous on purpose: a cold interpreter importing mcp takes ~1-2 s on a slow 2-core box.
 START_BOUND_S = 10.0
@@ -718,7 +702,7 @@ async def test_raw_hostile_lines_get_errors_and_the_server_lives(tmp_path: Path)
             await proc.stdin.send(hostile[0])
             await proc.stdin.send(hostile[1])
             await proc.stdin.send(line({"jsonrpc": "2.0", "id": 6, "method": "tools/list"}))
-            assert len((await reply(6))["result"]["tools"]) == 15
+            assert len((await reply(6))["result"]["tools"]) == len(TOOLS)
             # Invalid UTF-8 becomes U+FFFD (the SDK's documented behaviour): stored, no error.
             assert not (await reply_to(5, hostile[2]))["result"]["isError"]
             await proc.stdin.send(line({

@@ -22,10 +22,11 @@ from threadline.server import INSTRUCTIONS, LocalRuntime, build_server
 TOOLS = {
     "create_session", "list_sessions", "get_session", "rename_session", "delete_session",
     "fork_session", "record_usage", "append_messages", "get_history", "set_head",
-    "delete_messages", "compact_session", "update_context", "get_context", "session_search",
+    "delete_messages", "clear_session", "compact_session", "update_context", "get_context",
+    "session_search",
 }  # fmt: skip
 READ_ONLY = {"list_sessions", "get_session", "get_history", "session_search"}
-DESTRUCTIVE = {"delete_session", "delete_messages"}
+DESTRUCTIVE = {"delete_session", "delete_messages", "clear_session"}
 
 
 def _server(data_dir: Path, config: Config | None = None) -> Any:

@@ -40,6 +40,7 @@ from threadline.storage.models import (
     ContextView,
     Deleted,
     History,
+    Message,
     MessageIn,
     SearchResults,
     SessionInfo,
@@ -272,6 +273,30 @@ class Store:
             )
 
         result: Deleted = await self._db.write(run)
+        return result
+
+    async def clear_session(
+        self, session_id: str, *, expected_head: str | None = tree.OMITTED
+    ) -> Deleted:
+        """Empty the thread: every message goes (with its compactions), the session, its
+        context blocks and its usage totals stay, and its frozen prompt is rendered anew."""
+        config = self.config
+
+        def run(conn: sqlite3.Connection) -> Deleted:
+            tree.guard_head(conn, session_id, expected_head)
+            count = tree.clear(conn, session_id)
+            context.freeze(conn, config, session_id)
+            return Deleted.model_construct(
+                session_id=session_id, messages_deleted=count, head_id=None
+            )
+
+        result: Deleted = await self._db.write(run)
+        return result
+
+    async def pop_message(self, session_id: str) -> Message | None:
+        """Take the newest message (the head) off the session and return it, in one write;
+        None when the session has none."""
+        result: Message | None = await self._w(tree.pop, session_id)
         return result
 
     # -- compaction ---------------------------------------------------------------------

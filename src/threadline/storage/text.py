@@ -31,6 +31,9 @@ _TEXT_KEYS = frozenset(
 )
 # Keys that never hold conversation, even inside tool arguments and results.
 _SKIP_KEYS = frozenset({"type", "id", "tool_use_id", "call_id", "data", "mime_type", "media_type"})
+# Keys that wrap a whole item (an agent framework's, kept as it was): searched by the same
+# rules as a part.
+_WRAPPER_KEYS = frozenset({"item"})
 
 
 def new_id() -> str:
@@ -96,3 +99,5 @@ def _collect(value: Any, out: list[str], everything: bool = False) -> None:
         for key, item in value.items():
             if key in _TEXT_KEYS or (everything and key not in _SKIP_KEYS):
                 _collect(item, out, True)
+            elif key in _WRAPPER_KEYS:
+                _collect(item, out, everything)

@@ -604,6 +604,43 @@ def branch_count(conn: sqlite3.Connection, session_id: str) -> int:
     return count
 
 
+def clear(conn: sqlite3.Connection, session_id: str) -> int:
+    """Delete every message of the session (their compactions go with them); the session,
+    its blocks and its usage stay. Returns how many messages went."""
+    session_row(conn, session_id, "1")
+    deleted = conn.execute("DELETE FROM messages WHERE session_id = ?", (session_id,)).rowcount
+    conn.execute(
+        "UPDATE sessions SET head_pk = NULL, message_count = 0, token_estimate = 0, "
+        "updated_at = ? WHERE id = ?",
+        (now(), session_id),
+    )
+    return int(deleted)
+
+
+def pop(conn: sqlite3.Connection, session_id: str) -> Message | None:
+    """Take the head message off the session: it is deleted and the head moves to its parent
+    (a head with children, after a rewind, stays on their branches and only the head moves).
+    None for a session without messages."""
+    (head_pk,) = session_row(conn, session_id, "head_pk")
+    if head_pk is None:
+        return None
+    (entry,) = walk(conn, head_pk, [], want=1)
+    message = entry.message()
+    parent_pk = conn.execute("SELECT parent_pk FROM messages WHERE pk = ?", (head_pk,)).fetchone()[
+        0
+    ]
+    if conn.execute("SELECT 1 FROM messages WHERE parent_pk = ?", (head_pk,)).fetchone() is None:
+        conn.execute("DELETE FROM messages WHERE pk = ?", (head_pk,))
+        conn.execute(
+            "UPDATE sessions SET message_count = message_count - 1 WHERE id = ?", (session_id,)
+        )
+    conn.execute(
+        "UPDATE sessions SET head_pk = ?, token_estimate = ?, updated_at = ? WHERE id = ?",
+        (parent_pk, effective_tokens(conn, session_id, parent_pk), now(), session_id),
+    )
+    return message
+
+
 def delete_subtree(
     conn: sqlite3.Connection, session_id: str, message_id: str
 ) -> tuple[int, int | None]:

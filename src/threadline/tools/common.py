@@ -52,9 +52,8 @@ MessageId = Annotated[
 ExpectedHead = Annotated[
     str | None,
     Field(
-        description="Write only if the session's head is still this message id (the head_id "
-        'you last read; "" for a session without messages): if another writer moved it, '
-        "nothing is written and a conflict names the head. Omit to write regardless.",
+        description='Write only if the head is still this id (the head_id you read; "": no '
+        "messages yet), else a conflict names the head.",
         max_length=64,
     ),
 ]

@@ -62,8 +62,7 @@ def register(mcp: MCPServer[Any], runtime: Runtime) -> None:
 
         Call it with the user's message and your reply each turn. Messages with an id that is
         already stored with the same content are skipped, so a retry never duplicates.
-        When several workers serve one thread, pass expected_head (the head_id you read): a
-        turn built on a stale read is refused instead of interleaved.
+        Several workers on one thread: pass expected_head so a stale turn is refused.
         Returns the message ids, the new head, and whether the session needs compaction.
         """
         if new_root and parent_id is not None:
@@ -133,6 +132,18 @@ def register(mcp: MCPServer[Any], runtime: Runtime) -> None:
             info = await store.set_head(session_id, message_id, **guarded(expected_head))
         await notify(ctx, (session_id,))
         return info
+
+    @mcp.tool(annotations=hints(destructive=True))
+    async def clear_session(
+        ctx: Context[Any, Any], session_id: SessionId, expected_head: ExpectedHead = None
+    ) -> Deleted:
+        """Delete every message of a session; the session stays (its id, title, context
+        blocks and usage totals), and its system prompt is rendered anew. Only do this when
+        the user asks."""
+        async with using(runtime) as store:
+            result = await store.clear_session(session_id, **guarded(expected_head))
+        await notify(ctx, (session_id,))
+        return result
 
     @mcp.tool(annotations=hints(destructive=True))
     async def delete_messages(
