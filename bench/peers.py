@@ -124,3 +124,39 @@ async def appends(
         (stored,) = conn.execute("SELECT count(*) FROM agent_messages").fetchone()
     assert stored == count, (peer.key, stored, count)
     return Run(seconds=seconds, count=count, latencies=latencies)
+
+
+async def adapter_appends(path: Path, sids: Sequence[str], texts: Sequence[Sequence[str]]) -> Run:
+    """The same workload through threadline's own ``ThreadlineSession`` (the Agents SDK's
+    ``Session`` over one shared store), item for item as the SDK's sessions get it."""
+    from threadline import Store
+    from threadline.integrations.openai_agents import ThreadlineSession
+
+    perf = time.perf_counter
+    latencies = Latencies()
+    store = await Store.open(path)
+    try:
+        sessions = [ThreadlineSession(sid, store=store) for sid in sids]
+        for one in sessions:  # created before the clock, as the peers' tables are
+            await one.get_items(limit=1)
+
+        async def session(one: Any, session_texts: Sequence[str]) -> None:
+            for i, text in enumerate(session_texts):
+                item = {"role": "user" if i % 2 == 0 else "assistant", "content": text}
+                t0 = perf()
+                await one.add_items([item])
+                latencies.add(perf() - t0)
+
+        start = perf()
+        async with anyio.create_task_group() as tg:
+            for one, session_texts in zip(sessions, texts, strict=True):
+                tg.start_soon(session, one, session_texts)
+        await store.close()
+        seconds = perf() - start
+    finally:
+        await store.close()
+    count = sum(len(t) for t in texts)
+    with closing(sqlite3.connect(path)) as conn:
+        (stored,) = conn.execute("SELECT count(*) FROM messages").fetchone()
+    assert stored == count, ("adapter", stored, count)
+    return Run(seconds=seconds, count=count, latencies=latencies)

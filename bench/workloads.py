@@ -244,6 +244,8 @@ async def concurrent_appends(sizes: Sizes, salad: WordSalad, results: Results) -
             return peers.appends(peer, cls, path, sids, texts)
 
         others[peer.key] = contender
+    if "sdk_sqlite_session" in available:  # the adapter needs the SDK too
+        others["adapter"] = lambda path: peers.adapter_appends(path, sids, texts)
     runs, commits = await _append_trials(sids, texts, sizes.append_trials, others)
     summary = _summarise(runs)
     summary["threadline"]["writes_per_commit"] = {
@@ -274,6 +276,15 @@ async def concurrent_appends(sizes: Sizes, salad: WordSalad, results: Results) -
     mean = tl["writes_per_commit"]["mean"]
     if mean is not None:
         results.add(Row(work, "appends per group commit (mean)", mean, "", "higher"))
+    sdk = "openai-agents SQLiteSession, same workload"
+    adapter = f"{work} through ThreadlineSession"
+    if "adapter" in summary and "sdk_sqlite_session" in summary:
+        ours, theirs = summary["adapter"], summary["sdk_sqlite_session"]
+        results.add(Row(adapter, "add_items/s", ours["median_rate_per_s"], "/s", "higher", sdk,
+                        theirs["median_rate_per_s"]))  # fmt: skip
+        for key, figure in (("p50_ms", "add_items p50"), ("p99_ms", "add_items p99")):
+            results.add(Row(adapter, figure, ours["latency"][key], "ms", "lower", sdk,
+                            theirs["latency"][key]))  # fmt: skip
     for peer in peers.PEERS:
         label = f"{peer.label}, same workload"
         figures = (
