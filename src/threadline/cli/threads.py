@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import re
 import sys
 from typing import Any
@@ -37,6 +38,20 @@ def add_parsers(commands: Commands) -> None:
     add_common(listing, store=True, json=True)
     listing.add_argument("--status", choices=["active", "ended"], help="only these sessions")
     listing.add_argument("--title", help="only titles containing this text (any case)")
+    listing.add_argument(
+        "--meta",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="only sessions whose metadata KEY holds VALUE (JSON: 3, true, or a string); "
+        "repeatable",
+    )
+    for moment in ("created", "updated"):
+        for side, rule in (("after", "at or after"), ("before", "before")):
+            listing.add_argument(
+                f"--{moment}-{side}", metavar="TIME", help=f"only sessions {moment} {rule} TIME "
+                "(ISO 8601: 2026-03-01 or 2026-03-01T14:30Z)"
+            )  # fmt: skip
     listing.add_argument(
         "--limit", type=int, default=50, help="at most this many (default 50; 0 for all)"
     )
@@ -152,18 +167,40 @@ def _sync(command: Any) -> Any:
 # -- sessions -------------------------------------------------------------------------------
 
 
+def _metadata_filter(pairs: list[str]) -> dict[str, Any]:
+    """``KEY=VALUE`` options as a metadata filter: a VALUE that reads as JSON (a number,
+    true, false, a quoted string) is that, anything else the string itself."""
+    wanted: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, raw = pair.partition("=")
+        if not sep or not key:
+            raise UsageError(f"--meta {pair!r}: give KEY=VALUE")
+        try:
+            value = json.loads(raw)
+        except ValueError:
+            value = raw
+        wanted[key] = value
+    return wanted
+
+
 async def _list(args: argparse.Namespace, store: Store) -> None:
     if args.limit < 0:
         raise UsageError("--limit must be 0 (all) or more")
     wanted = args.limit or None
-    needle = args.title.casefold() if args.title else None
+    filters = {
+        "status": args.status,
+        "title": args.title,
+        "metadata": _metadata_filter(args.meta) if args.meta else None,
+        "created_after": args.created_after,
+        "created_before": args.created_before,
+        "updated_after": args.updated_after,
+        "updated_before": args.updated_before,
+    }
     found: list[SessionSummary] = []
     cursor = None
     while wanted is None or len(found) < wanted:
-        page = await store.list_sessions(limit=200, cursor=cursor, status=args.status)
-        for s in page.sessions:
-            if needle is None or needle in (s.title or "").casefold():
-                found.append(s)
+        page = await store.list_sessions(limit=200, cursor=cursor, **filters)
+        found += page.sessions
         cursor = page.next_cursor
         if cursor is None:
             break
@@ -172,7 +209,8 @@ async def _list(args: argparse.Namespace, store: Store) -> None:
         print_json(found)
         return
     if not found:
-        print("no sessions" + (" match" if args.status or needle else ""), file=sys.stderr)
+        filtered = any(value is not None for value in filters.values())
+        print("no sessions" + (" match" if filtered else ""), file=sys.stderr)
         return
     rows = [
         [

@@ -52,7 +52,6 @@ import sqlite3
 import threading
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any, Literal
 
 from threadline.config import Config
@@ -186,23 +185,6 @@ def parse(query: object, config: Config) -> Query:
     return Query(terms, meaningful or words, bool(phrases))
 
 
-def moment(value: object, field: str) -> str | None:
-    """An ISO 8601 date or time as stored (UTC, microseconds); a time without a zone is UTC."""
-    if value is None:
-        return None
-    if not isinstance(value, str):
-        raise InvalidInput(field, "must be an ISO 8601 date or time, such as 2026-03-01")
-    try:
-        parsed = datetime.fromisoformat(value.strip().replace("z", "Z"))
-    except ValueError:
-        raise InvalidInput(
-            field, "must be an ISO 8601 date or time, such as 2026-03-01 or 2026-03-01T14:30Z"
-        ) from None
-    if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=UTC)
-    return parsed.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-
-
 @dataclass(frozen=True)
 class Scope:
     """The filters, as SQL over ``messages m`` (each clause starts with AND), and the same
@@ -228,7 +210,7 @@ def scope(
         args.append(session_id)
     if role is not None and role not in ("system", "user", "assistant", "tool"):
         raise InvalidInput("role", "must be one of system, user, assistant, tool")
-    start, end = moment(after, "after"), moment(before, "before")
+    start, end = validate.moment(after, "after"), validate.moment(before, "before")
     if start is not None and end is not None and start >= end:
         raise InvalidInput("before", "must be later than after")
     if start is not None:

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+import math
 import sqlite3
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from threadline.config import Config
@@ -141,16 +144,75 @@ def info(conn: sqlite3.Connection, config: Config, session_id: str) -> SessionIn
     )
 
 
+@dataclass(frozen=True)
+class Filters:
+    """Which sessions ``list_sessions`` lists: every condition given must hold."""
+
+    status: str | None = None
+    title: str | None = None  # a part of the title, any case
+    metadata: dict[str, Any] | None = None  # each key holds this string, number or boolean
+    created_after: str | None = None
+    created_before: str | None = None
+    updated_after: str | None = None
+    updated_before: str | None = None
+
+    def where(self) -> tuple[list[str], list[Any]]:
+        """The SQL conditions and their parameters; bad values are refused, naming the field."""
+        conditions: list[str] = []
+        params: list[Any] = []
+        if self.status not in (None, "active", "ended"):
+            raise InvalidInput("status", "must be 'active' or 'ended'")
+        if self.status is not None:
+            conditions.append("status = ?")
+            params.append(self.status)
+        if self.title is not None:
+            title = validate.text(self.title, "title", 200)
+            conditions.append("instr(lower(coalesce(title, '')), ?) > 0")
+            params.append(title.lower())
+        if self.metadata is not None:
+            if not isinstance(self.metadata, dict):
+                raise InvalidInput("metadata", "must be an object of keys and values to match")
+            for key, value in self.metadata.items():
+                where = f"metadata.{key}"
+                if not isinstance(key, str) or not key or '"' in key or len(key) > 200:
+                    raise InvalidInput(where, "a key must be 1-200 characters without '\"'")
+                kind = _JSON_TYPES.get(type(value))
+                if kind is None or (isinstance(value, float) and not math.isfinite(value)):
+                    raise InvalidInput(where, "must be a string, a number or a boolean")
+                path = f'$."{key}"'
+                conditions.append("json_type(metadata, ?) = ? AND json_extract(metadata, ?) = ?")
+                params += [path, kind(value), path, value]
+        for field, column, op in (
+            ("created_after", "created_at", ">="),
+            ("created_before", "created_at", "<"),
+            ("updated_after", "updated_at", ">="),
+            ("updated_before", "updated_at", "<"),
+        ):
+            stamp = validate.moment(getattr(self, field), field)
+            if stamp is not None:
+                conditions.append(f"{column} {op} ?")
+                params.append(stamp)
+        return conditions, params
+
+
+# What json_type says of a filter value, by its Python type.
+_JSON_TYPES: dict[type, Callable[[Any], str]] = {
+    str: lambda _: "text",
+    int: lambda _: "integer",
+    float: lambda _: "real",
+    bool: lambda v: "true" if v else "false",
+}
+
+
 def listing(
-    conn: sqlite3.Connection, config: Config, limit: int, cursor: str | None, status: str | None
+    conn: sqlite3.Connection,
+    config: Config,
+    limit: int,
+    cursor: str | None,
+    filters: Filters,
 ) -> SessionList:
     validate.limit(limit, "limit", 1, 200)
-    if status not in (None, "active", "ended"):
-        raise InvalidInput("status", "must be 'active' or 'ended'")
-    conditions, params = [], []
-    if status is not None:
-        conditions.append("status = ?")
-        params.append(status)
+    conditions, params = filters.where()
     if cursor is not None:
         conditions.append("(updated_at, id) < (?, ?)")
         params += validate.decode_cursor(cursor, "cursor", (str, str))

@@ -129,9 +129,23 @@ class Store:
         limit: int = 50,
         cursor: str | None = None,
         status: Literal["active", "ended"] | None = None,
+        *,
+        title: str | None = None,
+        metadata: dict[str, Any] | None = None,
+        created_after: str | None = None,
+        created_before: str | None = None,
+        updated_after: str | None = None,
+        updated_before: str | None = None,
     ) -> SessionList:
+        """Sessions, most recently active first, paged by ``next_cursor``; every filter given
+        must hold: ``status``; ``title`` (a part of it, any case); ``metadata`` (each key
+        holds that string, number or boolean); created or updated ``after`` (from) or
+        ``before`` a time (ISO 8601)."""
+        filters = sessions.Filters(
+            status, title, metadata, created_after, created_before, updated_after, updated_before
+        )
         result: SessionList = await self._r(
-            sessions.listing, config=self.config, limit=limit, cursor=cursor, status=status
+            sessions.listing, config=self.config, limit=limit, cursor=cursor, filters=filters
         )
         return result
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import json
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from typing import Any
 
 from pydantic import TypeAdapter
@@ -135,3 +136,20 @@ def decode_cursor(value: object, field: str, shape: Sequence[type]) -> list[Any]
     if not all(type(item) is kind for item, kind in zip(payload, shape, strict=True)):
         raise bad
     return payload
+
+
+def moment(value: object, field: str) -> str | None:
+    """An ISO 8601 date or time as stored (UTC, microseconds); a time without a zone is UTC."""
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise InvalidInput(field, "must be an ISO 8601 date or time, such as 2026-03-01")
+    try:
+        parsed = datetime.fromisoformat(value.strip().replace("z", "Z"))
+    except ValueError:
+        raise InvalidInput(
+            field, "must be an ISO 8601 date or time, such as 2026-03-01 or 2026-03-01T14:30Z"
+        ) from None
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=UTC)
+    return parsed.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")

@@ -52,8 +52,7 @@ MessageId = Annotated[
 ExpectedHead = Annotated[
     str | None,
     Field(
-        description='Write only if the head is still this id (the head_id you read; "": no '
-        "messages yet), else a conflict names the head.",
+        description='Refuse the write (a conflict) unless the head is still this id ("": none).',
         max_length=64,
     ),
 ]

@@ -62,7 +62,7 @@ def register(mcp: MCPServer[Any], runtime: Runtime) -> None:
 
         Call it with the user's message and your reply each turn. Messages with an id that is
         already stored with the same content are skipped, so a retry never duplicates.
-        Several workers on one thread: pass expected_head so a stale turn is refused.
+        With several writers on one thread, pass expected_head.
         Returns the message ids, the new head, and whether the session needs compaction.
         """
         if new_root and parent_id is not None:
@@ -137,9 +137,8 @@ def register(mcp: MCPServer[Any], runtime: Runtime) -> None:
     async def clear_session(
         ctx: Context[Any, Any], session_id: SessionId, expected_head: ExpectedHead = None
     ) -> Deleted:
-        """Delete every message of a session; the session stays (its id, title, context
-        blocks and usage totals), and its system prompt is rendered anew. Only do this when
-        the user asks."""
+        """Delete every message of a session; the session, its blocks and usage stay. Only
+        when the user asks."""
         async with using(runtime) as store:
             result = await store.clear_session(session_id, **guarded(expected_head))
         await notify(ctx, (session_id,))

@@ -50,13 +50,30 @@ def register(mcp: MCPServer[Any], runtime: Runtime) -> None:
         status: Annotated[
             Literal["active", "ended"] | None, Field(description="Only sessions in this status.")
         ] = None,
+        title: Annotated[str | None, Field(description="Part of the title (any case).")] = None,
+        metadata: Annotated[
+            Metadata,
+            Field(description="Metadata to match (a JSON string)."),
+        ] = None,
+        updated_after: Annotated[
+            str | None, Field(description="Active at or after (ISO 8601).")
+        ] = None,
+        updated_before: Annotated[str | None, Field(description="Last active before.")] = None,
     ) -> SessionList:
         """List your sessions, most recently active first, with titles and sizes.
 
         Use it to find the session_id of an earlier thread. Page with next_cursor.
         """
         async with using(runtime) as store:
-            return await store.list_sessions(limit, cursor, status)
+            return await store.list_sessions(
+                limit,
+                cursor,
+                status,
+                title=title,
+                metadata=metadata,
+                updated_after=updated_after,
+                updated_before=updated_before,
+            )
 
     @mcp.tool(annotations=hints(read_only=True, idempotent=True))
     async def get_session(session_id: SessionId) -> SessionInfo:
