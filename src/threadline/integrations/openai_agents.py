@@ -92,7 +92,11 @@ class ThreadlineSession(SessionABC):
     async def _session(self) -> Store:
         if self._store is None:
             make_directory(self._path.parent)
-            self._store = await Store.open(self._path)
+            opened = await Store.open(self._path)
+            if self._store is None:
+                self._store = opened
+            else:  # a concurrent first call opened it meanwhile
+                await opened.close()
         if not self._ready:
             try:
                 await self._store.get_session(self.session_id)

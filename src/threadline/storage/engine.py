@@ -220,7 +220,7 @@ class Database:
         commit and read: one ``stat``)."""
         if not self._replaced and _identity(self.path) != self._identity:
             self._replaced = True
-            log.error("%s was replaced or removed while open; it takes no more writes", self.path)
+            log.error("%s was replaced or removed while open; it takes no more calls", self.path)
         return not self._replaced
 
     def _sidecar(self, suffix: str) -> Path:
