@@ -6,6 +6,7 @@ import argparse
 import json
 import re
 import sys
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import anyio
@@ -126,6 +127,26 @@ def add_parsers(commands: Commands) -> None:
     search.add_argument("--limit", type=int, default=10, help="hits to show (1-50, default 10)")
     search.set_defaults(run=_sync(_search))
 
+    prune = commands.add_parser(
+        "prune",
+        help="delete whole sessions that ended or went quiet long ago, and shrink the file",
+        description="Delete whole sessions (never part of one): ended ones last active before "
+        "a date, or any (--status narrows it) inactive for a while; then give the space back "
+        "(VACUUM: other writers wait while it runs, readers go on). --dry-run lists them.",
+    )
+    add_common(prune, store=True, json=True)
+    which = prune.add_mutually_exclusive_group(required=True)
+    which.add_argument(
+        "--ended-before", metavar="TIME", help="ended sessions last active before TIME"
+    )
+    which.add_argument(
+        "--inactive-for", metavar="DURATION", help="sessions not active for DURATION (30d, 12h, 2w)"
+    )
+    prune.add_argument("--status", choices=["active", "ended"], help="only these sessions")
+    prune.add_argument("--dry-run", action="store_true", help="list what would go; delete nothing")
+    prune.add_argument("--yes", action="store_true", help="delete without asking")
+    prune.set_defaults(run=_sync(_prune))
+
     ctx = commands.add_parser("context", help="show and set context blocks (working memory)")
     ctx_verbs = ctx.add_subparsers(dest="verb", required=True, metavar="VERB")
     show_ctx = ctx_verbs.add_parser(
@@ -165,6 +186,54 @@ def _sync(command: Any) -> Any:
 
 
 # -- sessions -------------------------------------------------------------------------------
+
+
+_UNITS = {"m": 60, "h": 3600, "d": 86_400, "w": 604_800}
+
+
+def _ago(duration: str) -> str:
+    """The time ``duration`` (``30d``, ``12h``, ``2w``, ``90m``) before now, ISO 8601."""
+    match = re.fullmatch(r"\s*(\d{1,6})\s*([mhdw])\s*", duration)
+    if match is None:
+        raise UsageError(f"--inactive-for {duration!r}: give a number and m, h, d or w (30d)")
+    seconds = int(match[1]) * _UNITS[match[2]]
+    return (datetime.now(UTC) - timedelta(seconds=seconds)).isoformat()
+
+
+async def _prune(args: argparse.Namespace, store: Store) -> None:
+    options: dict[str, Any] = {"status": args.status}
+    if args.ended_before is not None:
+        options["ended_before"] = args.ended_before
+    else:
+        options["inactive_before"] = _ago(args.inactive_for)
+    plan = await store.prune(**options, dry_run=True)
+    if not args.dry_run and plan.sessions and not args.yes:
+        if not sys.stdin.isatty():
+            raise UsageError(
+                f"would delete {count(len(plan.sessions), 'session')}; pass --yes to delete "
+                "them, or --dry-run to list them"
+            )
+        answer = await anyio.to_thread.run_sync(
+            input,
+            f"delete {count(len(plan.sessions), 'session')} "
+            f"({count(plan.messages, 'message')})? [y/N] ",
+        )
+        if answer.strip().lower() not in ("y", "yes"):
+            print("nothing deleted", file=sys.stderr)
+            return
+    done = plan if args.dry_run or not plan.sessions else await store.prune(**options)
+    if args.json:
+        print_json(done)
+        return
+    verb = "would delete" if args.dry_run else "deleted"
+    print(f"{verb} {count(len(done.sessions), 'session')} ({count(done.messages, 'message')})")
+    for sid in done.sessions[:20]:
+        print(f"  {sid}")
+    if len(done.sessions) > 20:
+        print(f"  ... and {len(done.sessions) - 20} more")
+    if not args.dry_run and done.sessions:
+        before, after = done.bytes_before / 2**20, done.bytes_after / 2**20
+        print(f"the store went from {before:.1f} MiB to {after:.1f} MiB")
 
 
 def _metadata_filter(pairs: list[str]) -> dict[str, Any]:

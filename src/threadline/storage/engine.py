@@ -392,6 +392,25 @@ class Database:
             with self._readers_lock:
                 self._readers.append(conn)
 
+    def size(self) -> int:
+        """The bytes of the file and its WAL."""
+        return sum(
+            found.stat().st_size for found in (self.path, self._sidecar("-wal")) if found.exists()
+        )
+
+    def vacuum_sync(self) -> None:
+        """Give the free pages back to the file system: VACUUM on a connection of its own
+        (it waits for the write lock like any writer; readers go on), then a checkpoint that
+        truncates the WAL the VACUUM wrote."""
+        conn = connect(self.path, self.config)
+        try:
+            conn.execute("VACUUM")
+            conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        except sqlite3.Error as exc:
+            raise translate(exc) from exc
+        finally:
+            conn.close()
+
     # -- lifetime -----------------------------------------------------------------------
 
     @property

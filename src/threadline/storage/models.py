@@ -214,3 +214,13 @@ class UsageTotals(_Out):
     output_tokens: int
     cost: float
     turns: int
+
+
+class Pruned(_Out):
+    sessions: list[str] = Field(
+        description="The sessions deleted (or, in a dry run, that would be)."
+    )
+    messages: int
+    dry_run: bool
+    bytes_before: int = Field(description="The file and its WAL, before.")
+    bytes_after: int = Field(description="The file and its WAL, after (a dry run: the same).")

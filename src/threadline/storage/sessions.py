@@ -269,6 +269,25 @@ def delete(conn: sqlite3.Connection, session_id: str) -> int:
     return int(count)
 
 
+def prune(conn: sqlite3.Connection, filters: Filters, dry_run: bool) -> tuple[list[str], int]:
+    """The whole sessions ``filters`` name, oldest activity first, and their messages;
+    deleted unless ``dry_run``. Every session is named by a condition: none given, none go."""
+    conditions, params = filters.where()
+    if not conditions:
+        raise InvalidInput(
+            "filters", "name the sessions to prune (ended or inactive before a time)"
+        )
+    rows = conn.execute(
+        f"SELECT id, message_count FROM sessions WHERE {' AND '.join(conditions)} "
+        "ORDER BY updated_at, id",
+        params,
+    ).fetchall()
+    if not dry_run:
+        for sid, _ in rows:
+            delete(conn, sid)
+    return [sid for sid, _ in rows], sum(count for _, count in rows)
+
+
 def fork(
     conn: sqlite3.Connection,
     config: Config,

@@ -29,7 +29,7 @@ from threadline.storage import (
     validate,
 )
 from threadline.storage.engine import Database
-from threadline.storage.errors import StoreError
+from threadline.storage.errors import InvalidInput, StoreError
 from threadline.storage.models import (
     AppendResult,
     BlockUsage,
@@ -42,6 +42,7 @@ from threadline.storage.models import (
     History,
     Message,
     MessageIn,
+    Pruned,
     SearchResults,
     SessionInfo,
     SessionList,
@@ -177,6 +178,41 @@ class Store:
 
         result: Deleted = await self._db.write(run)
         return result
+
+    async def prune(
+        self,
+        *,
+        ended_before: str | None = None,
+        inactive_before: str | None = None,
+        status: Literal["active", "ended"] | None = None,
+        dry_run: bool = False,
+    ) -> Pruned:
+        """Delete whole sessions: ended (split) and last active before ``ended_before``, or
+        last active before ``inactive_before`` (``status`` narrows it); then give the space
+        back (VACUUM: writes wait while it runs). ``dry_run`` only says what would go."""
+        if (ended_before is None) == (inactive_before is None):
+            raise InvalidInput("ended_before", "give ended_before or inactive_before (one)")
+        if ended_before is not None and status == "active":
+            raise InvalidInput("status", "ended_before prunes ended sessions only")
+        filters = sessions.Filters(
+            status="ended" if ended_before is not None else status,
+            updated_before=ended_before or inactive_before,
+        )
+        before = await anyio.to_thread.run_sync(self._db.size)
+        if dry_run:
+            chosen: tuple[list[str], int] = await self._r(sessions.prune, filters, True)
+        else:
+            chosen = await self._w(sessions.prune, filters, False)
+            if chosen[0]:
+                await anyio.to_thread.run_sync(self._db.vacuum_sync)
+        after = before if dry_run else await anyio.to_thread.run_sync(self._db.size)
+        return Pruned.model_construct(
+            sessions=chosen[0],
+            messages=chosen[1],
+            dry_run=dry_run,
+            bytes_before=before,
+            bytes_after=after,
+        )
 
     async def fork_session(
         self, session_id: str, message_id: str | None = None, title: str | None = None
