@@ -19,14 +19,13 @@ import logging
 from dataclasses import dataclass, field
 
 import anyio
-from mcp.server.auth.middleware.bearer_auth import AuthenticatedUser
 from mcp_types import INVALID_REQUEST, ErrorData, JSONRPCError
 from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS
 from starlette.datastructures import Headers
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from threadline.tools.common import identity
+from threadline.tools.common import current_user
 
 log = logging.getLogger(__name__)
 
@@ -76,7 +75,7 @@ class SessionCap:
         if not opens:
             await self.app(scope, receive, send)
             return
-        user = _user(scope)
+        user = current_user()  # set by the SDK's auth middleware, around this app
         if self.open_sessions(user) >= self.per_user:
             log.warning("refused a new protocol session: the user has %d open", self.per_user)
             await _refusal(self.per_user, self.idle_seconds)(scope, receive, send)
@@ -135,11 +134,6 @@ class SessionCap:
         if session is not None:
             session.in_flight -= 1
             session.last = anyio.current_time()
-
-
-def _user(scope: Scope) -> User:
-    user = scope.get("user")
-    return identity(user.access_token) if isinstance(user, AuthenticatedUser) else None
 
 
 def _refusal(per_user: int, idle_seconds: float) -> Response:

@@ -143,7 +143,6 @@ def compact(
     expected_head: Any = OMITTED,
 ) -> CompactionResult:
     validate.text(summary, "summary", config.limits.max_message_chars, allow_empty=False)
-    session_row(conn, session_id, "1")
     guard_head(conn, session_id, expected_head)
     chosen = _choose(conn, config, session_id, keep_first, keep_last)
     stamp = now()

@@ -626,14 +626,12 @@ def pop(conn: sqlite3.Connection, session_id: str) -> Message | None:
         return None
     (entry,) = walk(conn, head_pk, [], want=1)
     message = entry.message()
-    parent_pk = conn.execute("SELECT parent_pk FROM messages WHERE pk = ?", (head_pk,)).fetchone()[
-        0
-    ]
     if conn.execute("SELECT 1 FROM messages WHERE parent_pk = ?", (head_pk,)).fetchone() is None:
-        conn.execute("DELETE FROM messages WHERE pk = ?", (head_pk,))
-        conn.execute(
-            "UPDATE sessions SET message_count = message_count - 1 WHERE id = ?", (session_id,)
-        )
+        delete_subtree(conn, session_id, message.id)  # a leaf: the head moves up with it
+        return message
+    (parent_pk,) = conn.execute(
+        "SELECT parent_pk FROM messages WHERE pk = ?", (head_pk,)
+    ).fetchone()
     conn.execute(
         "UPDATE sessions SET head_pk = ?, token_estimate = ?, updated_at = ? WHERE id = ?",
         (parent_pk, effective_tokens(conn, session_id, parent_pk), now(), session_id),
