@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import socket
 import sqlite3
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import Any
@@ -113,3 +113,11 @@ def ok(result: CallToolResult) -> dict[str, Any]:
 async def call(client: Client, tool: str, **args: Any) -> dict[str, Any]:
     """Call a tool that must succeed; its structured result."""
     return ok(await client.call_tool(tool, args))
+
+
+async def eventually(condition: Callable[[], bool], seconds: float) -> bool:
+    """Whether ``condition`` holds within ``seconds`` (for state that no event announces)."""
+    deadline = anyio.current_time() + seconds
+    while not condition() and anyio.current_time() < deadline:  # noqa: ASYNC110
+        await anyio.sleep(0.01)
+    return condition()

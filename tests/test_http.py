@@ -45,7 +45,7 @@ from mcp.server.auth.middleware.bearer_auth import AuthenticatedUser
 from mcp.server.auth.provider import AccessToken
 from starlette.applications import Starlette
 
-from tests.helpers import call, dump
+from tests.helpers import call, dump, eventually
 from threadline import Config
 from threadline.config import Http
 from threadline.paths import STATIC_ISSUER, user_file
@@ -89,14 +89,6 @@ class Served:
 
 
 Serve = Callable[..., Awaitable[Served]]
-
-
-async def eventually(condition: Callable[[], bool], seconds: float) -> bool:
-    """Whether ``condition`` holds within ``seconds`` (for state that no event announces)."""
-    deadline = anyio.current_time() + seconds
-    while not condition() and anyio.current_time() < deadline:  # noqa: ASYNC110
-        await anyio.sleep(0.01)
-    return condition()
 
 
 @pytest.fixture

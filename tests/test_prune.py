@@ -13,10 +13,13 @@ import anyio.to_thread
 import pytest
 from mcp import Client, StdioServerParameters
 
-from tests.helpers import dump, integrity
+from tests.helpers import dump, eventually, integrity
 from threadline import Store
 from threadline.cli import main
-from threadline.paths import LOCAL_STORE
+from threadline.config import Config, ConfigError, Retention, load_config
+from threadline.paths import LOCAL_STORE, user_file
+from threadline.server.auth import STATIC_ISSUER
+from threadline.server.stores import UserStores
 from threadline.storage import InvalidInput
 
 BIG = "x" * 2_000
@@ -111,3 +114,74 @@ async def test_a_running_server_on_the_file_keeps_working(tmp_path: Path) -> Non
         history = await store.get_history("idle")
         assert [m.content for m in history.messages] == ["hello", "before", "after"]
     assert integrity(path) == ("ok", "ok")
+
+
+# -- the server's own retention ([retention] in the config) ----------------------------------
+
+
+def _sessions_in(path: Path) -> list[str]:
+    conn = sqlite3.connect(path)
+    try:
+        return sorted(r[0] for r in conn.execute("SELECT id FROM sessions"))
+    finally:
+        conn.close()
+
+
+async def test_a_stdio_server_prunes_by_its_config_and_keeps_serving(tmp_path: Path) -> None:
+    path = tmp_path / LOCAL_STORE
+    await _seed(path)
+    for sid in ("old-a", "old-b", "idle"):
+        _age(path, sid, "2020-01-01T00:00:00.000000Z")
+    config = tmp_path / "threadline.toml"
+    config.write_text('[retention]\nended_for = "30d"\n', encoding="utf-8")
+    serve = ["serve", "--data-dir", str(tmp_path), "--config", str(config)]
+    params = StdioServerParameters(command=sys.executable, args=["-m", "threadline", *serve])
+    with anyio.fail_after(60):
+        async with Client(params) as client:
+            # The first pass runs at start.
+            assert await eventually(lambda: "old-a" not in _sessions_in(path), 30)
+            listed = await client.call_tool("list_sessions", {})
+            ids = [s["session_id"] for s in (listed.structured_content or {})["sessions"]]
+            assert "old-a" not in ids and "old-b" not in ids
+            assert "idle" in ids  # old, but not ended: ended_for does not name it
+            after = await client.call_tool("append_messages", {"session_id": "idle", "messages": [
+                {"role": "user", "content": "after"}]})  # fmt: skip
+            assert not after.is_error
+    assert integrity(path) == ("ok", "ok")
+
+
+async def test_an_http_server_prunes_every_users_store(tmp_path: Path) -> None:
+    files = [user_file(tmp_path, (STATIC_ISSUER, user)) for user in ("u1", "u2")]
+    for path in files:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        await _seed(path)
+        _age(path, "idle", "2020-01-01T00:00:00.000000Z")
+        _age(path, "old-a", "2020-01-01T00:00:00.000000Z")
+    policy = Retention(inactive_for="30d", status="active")
+    stores = UserStores(tmp_path, Config(retention=policy), authenticated=True)
+    with anyio.fail_after(30):
+        async with stores.running():
+            assert await eventually(
+                lambda: all("idle" not in _sessions_in(path) for path in files), 20
+            )
+    for path in files:
+        left = _sessions_in(path)
+        assert "idle" not in left and "old-a" in left and len(left) == 4, left  # ended: kept
+        assert integrity(path) == ("ok", "ok")
+
+
+def test_retention_settings_are_checked_at_load(tmp_path: Path) -> None:
+    config = tmp_path / "threadline.toml"
+    config.write_text('[retention]\ninactive_for = "90d"\nstatus = "ended"\n', encoding="utf-8")
+    policy = load_config(config).retention
+    assert policy.active and (policy.inactive_for, policy.every_hours) == ("90d", 24.0)
+    assert not Config().retention.active  # off by default
+    for body, says in [
+        ('ended_for = "soon"', "config retention.ended_for: give a number and m, h, d or w"),
+        ('status = "ended"', "config retention: status narrows inactive_for"),
+        ("every_hours = 0", "config retention.every_hours: Input should be greater than 0"),
+    ]:
+        config.write_text(f"[retention]\n{body}\n", encoding="utf-8")
+        with pytest.raises(ConfigError) as caught:
+            load_config(config)
+        assert str(caught.value).startswith(says), str(caught.value)

@@ -8,8 +8,10 @@ TOML file and environment overrides into it (see ``configs/threadline.toml``); t
 from __future__ import annotations
 
 import os
+import re
 import tomllib
 from collections.abc import Mapping
+from datetime import timedelta
 from pathlib import Path
 from typing import Any, Literal
 
@@ -85,6 +87,50 @@ class Compaction(_Frozen):
     keep_last_tokens: int = Field(default=8_000, ge=0)
 
 
+_UNITS = {"m": 60, "h": 3600, "d": 86_400, "w": 604_800}
+_DURATION = r"^\s*(\d{1,6})\s*([mhdw])\s*$"
+
+
+def duration(text: str) -> timedelta | None:
+    """``30d``, ``12h``, ``2w``, ``90m`` as a timedelta; None when ``text`` is no such duration."""
+    match = re.fullmatch(_DURATION, text)
+    return None if match is None else timedelta(seconds=int(match[1]) * _UNITS[match[2]])
+
+
+class Retention(_Frozen):
+    """Pruning the server does by itself, the way ``threadline prune`` does (whole sessions,
+    then VACUUM): off unless a rule is set. Durations read ``30d``, ``12h``, ``2w``, ``90m``."""
+
+    ended_for: str | None = Field(
+        default=None, description="Delete ended (split) sessions last active longer ago than this."
+    )
+    inactive_for: str | None = Field(
+        default=None,
+        description="Delete sessions not active for this long (``status`` narrows which).",
+    )
+    status: Literal["active", "ended"] | None = None
+    every_hours: float = Field(
+        default=24.0, gt=0, le=8760, description="The first pass runs at start, then this often."
+    )
+
+    @field_validator("ended_for", "inactive_for")
+    @classmethod
+    def _a_duration(cls, value: str | None) -> str | None:
+        if value is not None and duration(value) is None:
+            raise ValueError("give a number and m, h, d or w (30d, 12h, 2w, 90m)")
+        return value
+
+    @model_validator(mode="after")
+    def _status_fits(self) -> Retention:
+        if self.status is not None and self.inactive_for is None:
+            raise ValueError("status narrows inactive_for; set inactive_for too")
+        return self
+
+    @property
+    def active(self) -> bool:
+        return self.ended_for is not None or self.inactive_for is not None
+
+
 class Http(_Frozen):
     """Remote serving (``threadline serve --transport streamable-http|sse``)."""
 
@@ -136,6 +182,7 @@ class Config(_Frozen):
     limits: Limits = Limits()
     compaction: Compaction = Compaction()
     http: Http = Http()
+    retention: Retention = Retention()
     synchronous: Literal["NORMAL", "FULL"] = "NORMAL"
     busy_timeout: float = Field(default=10.0, gt=0, le=600)
     readers: int = Field(default=4, ge=1, le=64)
@@ -207,5 +254,6 @@ def load_config(path: Path | None, environ: Mapping[str, str] = os.environ) -> C
         if callable(errors):
             first = errors()[0]
             key = ".".join(str(p) for p in first["loc"]) or "(top level)"
-            raise ConfigError(f"config {key}: {first['msg']}") from None
+            said = str(first["msg"]).removeprefix("Value error, ")
+            raise ConfigError(f"config {key}: {said}") from None
         raise ConfigError(f"config: {exc}") from None

@@ -6,11 +6,12 @@ import argparse
 import json
 import re
 import sys
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 import anyio
 
+from threadline import config
 from threadline.cli.common import (
     Commands,
     Env,
@@ -188,16 +189,12 @@ def _sync(command: Any) -> Any:
 # -- sessions -------------------------------------------------------------------------------
 
 
-_UNITS = {"m": 60, "h": 3600, "d": 86_400, "w": 604_800}
-
-
 def _ago(duration: str) -> str:
     """The time ``duration`` (``30d``, ``12h``, ``2w``, ``90m``) before now, ISO 8601."""
-    match = re.fullmatch(r"\s*(\d{1,6})\s*([mhdw])\s*", duration)
-    if match is None:
+    span = config.duration(duration)
+    if span is None:
         raise UsageError(f"--inactive-for {duration!r}: give a number and m, h, d or w (30d)")
-    seconds = int(match[1]) * _UNITS[match[2]]
-    return (datetime.now(UTC) - timedelta(seconds=seconds)).isoformat()
+    return (datetime.now(UTC) - span).isoformat()
 
 
 async def _prune(args: argparse.Namespace, store: Store) -> None:

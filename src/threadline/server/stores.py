@@ -7,7 +7,8 @@ Unicode look-alikes, case folding and reserved names cannot matter. The director
 
 Open stores are lent per call and kept in a least-recently-used cache of ``capacity`` entries;
 a store is closed when it falls out of the cache or has been idle for ``idle_seconds``, but
-never while a call holds it.
+never while a call holds it. The config's ``[retention]`` rules run over every user's store
+(``server/retention.py``), each lent through the same cache.
 """
 
 from __future__ import annotations
@@ -16,14 +17,15 @@ import logging
 import re
 from collections import OrderedDict
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import anyio
 
 from threadline.config import Config
-from threadline.paths import LOCAL_STORE, user_file
+from threadline.paths import LOCAL_STORE, USERS_DIR, user_file
+from threadline.server import retention
 from threadline.storage import Store, StoreError
 from threadline.storage.schema import make_directory
 from threadline.tools.common import current_user
@@ -71,9 +73,17 @@ class UserStores:
             raise StoreError("this request is not authenticated")
         return user_file(self.data_dir, user)
 
+    def store(self) -> AbstractAsyncContextManager[Store]:
+        return self._lend(self._current_path())
+
+    def every_store(self) -> list[AbstractAsyncContextManager[Store]]:
+        """Every store in the data directory, each lent as a request's is (for retention)."""
+        if not self.authenticated:
+            return [self._lend(self.data_dir / LOCAL_STORE)]
+        return [self._lend(path) for path in sorted((self.data_dir / USERS_DIR).glob("*.db"))]
+
     @asynccontextmanager
-    async def store(self) -> AsyncIterator[Store]:
-        path = self._current_path()
+    async def _lend(self, path: Path) -> AsyncIterator[Store]:
         entry = await self._acquire(path)
         try:
             yield entry.store
@@ -146,6 +156,8 @@ class UserStores:
         try:
             async with anyio.create_task_group() as tasks:
                 tasks.start_soon(self._reap)
+                if self.config.retention.active:
+                    tasks.start_soon(retention.keep, self.config.retention, self.every_store)
                 try:
                     yield self
                 finally:
