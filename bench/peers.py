@@ -160,3 +160,50 @@ async def adapter_appends(path: Path, sids: Sequence[str], texts: Sequence[Seque
         (stored,) = conn.execute("SELECT count(*) FROM messages").fetchone()
     assert stored == count, ("adapter", stored, count)
     return Run(seconds=seconds, count=count, latencies=latencies)
+
+
+async def reads(
+    kind: str, path: Path, sids: Sequence[str], texts: Sequence[Sequence[str]], calls: int
+) -> Run:
+    """``get_items()`` of whole threads, all sessions at once, ``calls`` each: on the SDK's
+    ``SQLiteSession`` (``kind="sdk"``) or on ``ThreadlineSession`` over one shared store
+    (``"adapter"``). Each session holds its texts as items, written before the clock starts."""
+    from threadline import Store
+    from threadline.integrations.openai_agents import ThreadlineSession
+
+    perf = time.perf_counter
+    latencies = Latencies()
+    store = await Store.open(path) if kind == "adapter" else None
+    if store is not None:
+        sessions: list[Any] = [ThreadlineSession(sid, store=store) for sid in sids]
+    else:
+        cls = load(PEERS[0])
+        assert cls is not None
+        sessions = [cls(sid, path) for sid in sids]
+    try:
+        for one, session_texts in zip(sessions, texts, strict=True):
+            items = [
+                {"role": "user" if i % 2 == 0 else "assistant", "content": text}
+                for i, text in enumerate(session_texts)
+            ]
+            await one.add_items(items)
+
+        async def session(one: Any, expected: int) -> None:
+            for _ in range(calls):
+                t0 = perf()
+                got = await one.get_items()
+                latencies.add(perf() - t0)
+                assert len(got) == expected, (kind, len(got), expected)
+
+        start = perf()
+        async with anyio.create_task_group() as tg:
+            for one, session_texts in zip(sessions, texts, strict=True):
+                tg.start_soon(session, one, len(session_texts))
+        seconds = perf() - start
+    finally:
+        if store is not None:
+            await store.close()
+        else:
+            for one in sessions:
+                one.close()
+    return Run(seconds=seconds, count=calls * len(sids), latencies=latencies)

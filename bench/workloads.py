@@ -285,6 +285,8 @@ async def concurrent_appends(sizes: Sizes, salad: WordSalad, results: Results) -
         for key, figure in (("p50_ms", "add_items p50"), ("p99_ms", "add_items p99")):
             results.add(Row(adapter, figure, ours["latency"][key], "ms", "lower", sdk,
                             theirs["latency"][key]))  # fmt: skip
+    if "sdk_sqlite_session" in available:
+        await _adapter_reads(sizes, sids, texts, results)
     for peer in peers.PEERS:
         label = f"{peer.label}, same workload"
         figures = (
@@ -308,6 +310,32 @@ async def concurrent_appends(sizes: Sizes, salad: WordSalad, results: Results) -
                 theirs = theirs[sub] if sub else theirs
                 row = Row(work, figure, value, unit, better, label, theirs)
             results.add(row)
+
+
+async def _adapter_reads(
+    sizes: Sizes, sids: Sequence[str], texts: Sequence[Sequence[str]], results: Results
+) -> None:
+    """The same threads read back whole with ``get_items()``, all sessions at once, through
+    ``ThreadlineSession`` and through the SDK's ``SQLiteSession``; trials alternate."""
+    runs: dict[str, list[Run]] = {"adapter": [], "sdk": []}
+    for trial in range(sizes.append_trials):
+        for kind in _rotate(list(runs), trial):
+            with scratch() as directory:
+                run = await peers.reads(kind, directory / "bench.db", sids, texts, READ_CALLS)
+            runs[kind].append(run)
+    summary = _summarise(runs)
+    results.details["adapter_reads"] = summary
+    ours, theirs = summary["adapter"], summary["sdk"]
+    work = f"1. whole-thread reads {len(sids)}x{len(texts[0])} through ThreadlineSession"
+    sdk = "openai-agents SQLiteSession, same workload"
+    results.add(Row(work, "get_items/s", ours["median_rate_per_s"], "/s", "higher", sdk,
+                    theirs["median_rate_per_s"]))  # fmt: skip
+    for key, figure in (("p50_ms", "get_items p50"), ("p99_ms", "get_items p99")):
+        results.add(Row(work, figure, ours["latency"][key], "ms", "lower", sdk,
+                        theirs["latency"][key]))  # fmt: skip
+
+
+READ_CALLS = 20  # get_items() calls per session in the whole-thread reads
 
 
 async def _threadline_sequential(path: Path, texts: Sequence[str], commits: list[int]) -> Run:

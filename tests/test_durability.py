@@ -38,7 +38,7 @@ from threadline import (
     ThreadlineError,
     UsageTotals,
 )
-from threadline.storage import schema
+from threadline.storage import engine, schema
 
 
 def _msg(mid: str, content: str | None = None) -> dict[str, Any]:
@@ -747,4 +747,36 @@ async def test_acknowledged_appends_survive_kill_9(tmp_path: Path) -> None:
             at = ids.index(f"{tag}-0")
             assert ids[at : at + 3] == [f"{tag}-0", f"{tag}-1", f"{tag}-2"]
     assert len(acked) > 5 * 3
+    assert integrity(path) == ("ok", "ok")
+
+
+async def test_the_wal_stays_bounded_while_readers_never_pause(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Reads that always overlap leave SQLite's own checkpoints no moment to start the WAL
+    afresh; the writer then truncates it itself, once past its bound, losing nothing."""
+    monkeypatch.setattr(engine, "WAL_RESTART_BYTES", 1 << 20)
+    path = tmp_path / "store.db"
+    wal = path.with_name("store.db-wal")
+    peak = 0
+    async with Store.open(path) as store:
+        await store.create_session(session_id="s")
+        await store.append_messages("s", [_msg(f"m{i}", "x" * 20) for i in range(50)])
+        writing = True
+
+        async def read() -> None:
+            while writing:
+                await store.get_history("s", limit=50)
+
+        async with anyio.create_task_group() as tasks:
+            for _ in range(8):
+                tasks.start_soon(read)
+            for i in range(600):
+                await store.append_messages("s", [_msg(f"w{i}", f"{i} " + "y" * 4000)])
+                peak = max(peak, wal.stat().st_size)
+            writing = False
+        assert len((await store.get_history("s")).messages) == 650
+    # 600 writes of a 4 KB message put some 5 MB through the WAL; without the bound the
+    # readers keep all of it there.
+    assert peak < 3 << 20, peak
     assert integrity(path) == ("ok", "ok")

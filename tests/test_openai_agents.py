@@ -79,6 +79,9 @@ async def test_limits_pop_and_clear(tmp_path: Path) -> None:
         assert await session.pop_item() == ITEMS[-1]
         assert await session.pop_item() == ITEMS[-2]
         assert await session.get_items(limit=10) == ITEMS[:-2]
+        mine = await session.get_items(limit=1)
+        mine[0]["changed"] = True  # the caller's to keep: the thread is not changed
+        assert await session.get_items(limit=1) == ITEMS[-3:-2]
         await session.clear_session()
         assert await session.get_items() == []
         assert await session.pop_item() is None

@@ -17,7 +17,6 @@ directory's) on first use and ``close()`` closes it.
 from __future__ import annotations
 
 import contextlib
-import copy
 from pathlib import Path
 from typing import Any, Literal
 
@@ -49,7 +48,7 @@ def to_item(message: Message) -> Any:
     if isinstance(content, list) and len(content) == 1:
         part = content[0]
         if isinstance(part, dict) and part.get("type") == PART and "item" in part:
-            return copy.deepcopy(part["item"])
+            return part["item"]  # the message was read for this call: the caller may keep it
     role = "user" if message.role == "tool" or message.summary_of is not None else message.role
     text = content if isinstance(content, str) else _text(content)
     return {"role": role, "content": text}

@@ -111,6 +111,11 @@ def connect(path: Path, config: Config, *, readonly: bool = False) -> sqlite3.Co
     return conn
 
 
+# The WAL size past which the writer starts it afresh (``Database._bound_wal``): four of
+# SQLite's automatic checkpoints' worth of 4 KiB pages, one WAL-index hash table.
+WAL_RESTART_BYTES = 16 * 1024 * 1024
+
+
 class _Pending:
     __slots__ = ("error", "fn", "future", "index_along", "loop", "value")
 
@@ -174,6 +179,7 @@ class Database:
         self._identity = _identity(path)
         self._sidecars = {suffix: _identity(self._sidecar(suffix)) for suffix in ("-wal", "-shm")}
         self._replaced = False
+        self._wal_limit = WAL_RESTART_BYTES
         self._thread = threading.Thread(
             target=self._serve_writes, name=f"threadline-writer {path.name}", daemon=True
         )
@@ -208,12 +214,38 @@ class Database:
             if live:
                 self._commit(live)
                 self._post(live)
+                self._bound_wal()
                 self._backlog = self._maintenance is not None
                 continue
             if stopping:
                 return
             if self._backlog and self._damaged is None:  # writes paused: catch up, in chunks
                 self._backlog = self._still_ours() and self._maintain_alone()
+
+    def _bound_wal(self) -> None:
+        """Keep the WAL from growing without end. SQLite's own checkpoints copy the WAL into
+        the file but start it afresh only at a moment no reader is in it, and readers that
+        never pause all at once (a busy read pool, or other processes) leave no such moment:
+        the WAL then grows with every write, and every read looks pages up through a longer
+        WAL index. Past ``WAL_RESTART_BYTES`` the writer waits a moment (0.1 s at most, writes
+        queue meanwhile) for readers to leave the WAL, and truncates it; if some reader stays,
+        it tries again once the WAL has grown as much again."""
+        try:
+            size = self._sidecar("-wal").stat().st_size
+        except OSError:
+            return
+        if size < self._wal_limit:
+            return
+        conn = self._writer
+        try:
+            conn.execute("PRAGMA busy_timeout = 100")
+            (busy, _, _) = conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+        except sqlite3.Error as exc:
+            log.warning("a checkpoint to bound the WAL failed: %s", exc)
+            busy = 1
+        finally:
+            conn.execute(f"PRAGMA busy_timeout = {int(self.config.busy_timeout * 1000)}")
+        self._wal_limit = size + WAL_RESTART_BYTES if busy else WAL_RESTART_BYTES
 
     def _still_ours(self) -> bool:
         """Whether the path still names the file this store opened (checked before every

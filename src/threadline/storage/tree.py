@@ -7,6 +7,7 @@ change once written, so those stay true, and the token estimate of any path is o
 
 from __future__ import annotations
 
+import itertools
 import json
 import sqlite3
 from dataclasses import dataclass
@@ -175,17 +176,19 @@ class Entry(NamedTuple):
             return self.compaction.message()
         assert self.row is not None
         _pk, mid, _parent, parent_id, role, content, is_json, name, metadata, created, _ = self.row
-        return Message.model_construct(
-            id=mid,
-            role=role,
-            content=json.loads(content) if is_json else content,
-            name=name,
-            metadata=json.loads(metadata) if metadata is not None else None,
-            parent_id=parent_id,
-            created_at=created,
-            compacted=self.compacted,
-            summary_of=None,
-            truncated=False,
+        return Message.of(
+            {
+                "id": mid,
+                "role": role,
+                "content": json.loads(content) if is_json else content,
+                "name": name,
+                "metadata": json.loads(metadata) if metadata is not None else None,
+                "parent_id": parent_id,
+                "created_at": created,
+                "compacted": self.compacted,
+                "summary_of": None,
+                "truncated": False,
+            }
         )
 
 
@@ -197,21 +200,30 @@ def walk(
     want: int | None = None,
     include_compacted: bool = False,
     inside: int | None = None,
+    linear: str | None = None,
 ) -> list[Entry]:
     """The path from ``start_pk`` up towards the root, newest first, compactions applied.
 
     Walks only as far as ``want`` entries, so the last page of a long session costs a page,
     not the session; builds no models (``Entry.message`` does, for what is returned).
+    ``linear`` names the session when the caller knows it has no branch (``is_linear``): a
+    whole path is then read as the session's rows, without walking it parent by parent.
     """
     # Oldest first, so that of two compactions ending on one message the newest wins.
     by_end = {comp.end_pk: comp for comp in reversed(comps)}
     entries: list[Entry] = []
+    flat = None
+    if linear is not None and want is None and start_pk is not None:
+        flat = _linear_rows(conn, linear, start_pk)
     # With include_compacted: the start of the compacted range the walk is in (a page that
     # begins inside a range is told so by the caller).
     pk = start_pk
     while pk is not None and (want is None or len(entries) < want):
         budget = 1 << 62 if want is None else want - len(entries)
-        rows = conn.execute(_CHAIN, (pk, budget)).fetchall()
+        if flat is not None:
+            rows = flat[0][flat[1][pk] :]
+        else:
+            rows = conn.execute(_CHAIN, (pk, budget)).fetchall()
         pk = None
         for row in rows:
             c = by_end.get(row[0]) if inside is None else None
@@ -229,6 +241,34 @@ def walk(
         else:
             pk = rows[-1][2] if rows else None
     return entries
+
+
+# A session with no branch: its head's path holds every one of its messages (a path holds one
+# message per depth, and depths count from 1).
+IS_LINEAR = "message_count = (SELECT depth FROM messages WHERE pk = head_pk)"
+
+_SESSION_ROWS = """SELECT pk, id, parent_pk, role, content, is_json, name, metadata,
+       created_at, tokens
+FROM messages WHERE session_id = ? AND pk <= ?"""
+
+
+def _linear_rows(
+    conn: sqlite3.Connection, session_id: str, start_pk: int
+) -> tuple[list[tuple[Any, ...]], dict[int, int]] | None:
+    """The path up from ``start_pk`` of a session with no branch, in ``_CHAIN``'s columns
+    (newest first), and where each pk is in it; None if the rows do not make one chain (then
+    the caller walks it)."""
+    stored = conn.execute(_SESSION_ROWS, (session_id, start_pk)).fetchall()
+    stored.sort(key=lambda row: row[0], reverse=True)
+    if not stored or stored[0][0] != start_pk or stored[-1][2] is not None:
+        return None
+    rows: list[tuple[Any, ...]] = []
+    for newer, older in itertools.pairwise(stored):
+        if newer[2] != older[0]:
+            return None
+        rows.append((*newer[:3], older[1], *newer[3:]))
+    rows.append((*stored[-1][:3], None, *stored[-1][3:]))
+    return rows, {row[0]: i for i, row in enumerate(rows)}
 
 
 def effective_tokens(conn: sqlite3.Connection, session_id: str, head_pk: int | None) -> int:
@@ -272,7 +312,7 @@ def history(
     include_compacted: bool,
     truncate_tool_output: int | None,
 ) -> History:
-    (head_pk,) = session_row(conn, session_id, "head_pk")
+    head_pk, linear = session_row(conn, session_id, f"head_pk, {IS_LINEAR}")
     leaf_pk = head_pk if leaf_id is None else message_pk(conn, session_id, leaf_id, "leaf_id")
     comps = compactions(conn, session_id)
     start = leaf_pk
@@ -283,7 +323,13 @@ def history(
             inside = _range_around(conn, start, applied_compactions(conn, leaf_pk, comps))
     want = None if limit is None else limit + 1
     entries = walk(
-        conn, start, comps, want=want, include_compacted=include_compacted, inside=inside
+        conn,
+        start,
+        comps,
+        want=want,
+        include_compacted=include_compacted,
+        inside=inside,
+        linear=session_id if linear else None,
     )
     has_more = limit is not None and len(entries) > limit
     if has_more:
