@@ -17,6 +17,7 @@ from mcp.types import CreateMessageRequestParams, CreateMessageResult, TextConte
 
 from tests.helpers import call, dump, integrity, lock_is_free
 from threadline import Config
+from threadline.config import Limits
 from threadline.server import INSTRUCTIONS, LocalRuntime, build_server
 
 TOOLS = {
@@ -60,6 +61,16 @@ async def test_tools_are_listed_with_descriptions_schemas_and_hints(client: Clie
             assert "session_id" in tool.input_schema["properties"], name
     assert tools["get_history"].input_schema["properties"]["limit"]["maximum"] == 500
     assert client.instructions == INSTRUCTIONS  # type: ignore[attr-defined]
+
+
+async def test_titles_follow_the_configured_limit(tmp_path: Path) -> None:
+    config = Config(limits=Limits(max_title_chars=300))
+    async with Client(_server(tmp_path, config)) as client:
+        made = await call(client, "create_session", title="t" * 300)
+        assert made["title"] == "t" * 300
+        said = await fails(client, "rename_session", session_id=made["session_id"],
+                           title="t" * 301)  # fmt: skip
+        assert "title: is 301 characters; the limit is 300" in said
 
 
 async def test_session_lifecycle(client: Client) -> None:

@@ -29,6 +29,7 @@ from threadline import __version__
 from threadline.server import wire
 from threadline.server.arguments import explain
 from threadline.storage import SessionNotFound
+from threadline.storage.text import ID_CHARS
 from threadline.tools import SUBSCRIPTIONS, Runtime, register_all
 from threadline.tools.common import INDEX_URI, UserScopedBus
 
@@ -105,9 +106,7 @@ class _Server(MCPServer[Any]):
 
 
 # What a 2025-11-25 client may subscribe to: the index, or one of its own sessions' resources.
-_SUBSCRIBABLE = re.compile(
-    r"threadline://sessions/([A-Za-z0-9._-]{1,64})(/history(\.json)?|/context)?"
-)
+_SUBSCRIBABLE = re.compile(rf"threadline://sessions/({ID_CHARS})(/history(\.json)?|/context)?")
 MAX_SUBSCRIPTIONS = 100  # per connection
 
 

@@ -8,7 +8,8 @@ import secrets
 from datetime import UTC, datetime
 from typing import Any
 
-ID_PATTERN = r"^[A-Za-z0-9._-]{1,64}$"
+ID_CHARS = r"[A-Za-z0-9._-]{1,64}"  # a session or message id (no anchors: for bigger patterns)
+ID_PATTERN = f"^{ID_CHARS}$"
 _ID = re.compile(ID_PATTERN)
 
 # Keys of content parts whose string values are worth searching. Others (``type``, ``id``,

@@ -23,6 +23,7 @@ from pydantic import Field
 
 from threadline.config import Config
 from threadline.storage import SessionNotFound, Store, ThreadlineError
+from threadline.storage.text import ID_PATTERN
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +44,7 @@ SessionId = Annotated[
     str,
     Field(
         description="A session id (from create_session or list_sessions).",
-        pattern=r"^[A-Za-z0-9._-]{1,64}$",
+        pattern=ID_PATTERN,
     ),
 ]
 MessageId = Annotated[

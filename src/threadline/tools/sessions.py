@@ -7,10 +7,12 @@ from mcp.server.mcpserver import Context
 from pydantic import Field
 
 from threadline.storage import Deleted, SessionInfo, SessionList, UsageTotals
+from threadline.storage.text import ID_PATTERN
 from threadline.tools.common import Runtime, SessionId, hints, notify, using
 from threadline.tools.schemas import Messages, Metadata
 
-Title = Annotated[str | None, Field(description="A short human title.", max_length=200)]
+# The store holds titles to the configured limit (limits.max_title_chars) and names it.
+Title = Annotated[str | None, Field(description="A short human title.")]
 
 
 def register(mcp: MCPServer[Any], runtime: Runtime) -> None:
@@ -23,7 +25,7 @@ def register(mcp: MCPServer[Any], runtime: Runtime) -> None:
             Field(
                 description="Your own id for the session ([A-Za-z0-9._-], up to 64); "
                 "generated if omitted.",
-                pattern=r"^[A-Za-z0-9._-]{1,64}$",
+                pattern=ID_PATTERN,
             ),
         ] = None,
         metadata: Metadata = None,
@@ -89,10 +91,7 @@ def register(mcp: MCPServer[Any], runtime: Runtime) -> None:
         session_id: SessionId,
         title: Annotated[
             str | None,
-            Field(
-                description='The new title; "" removes it; null or omitted keeps it.',
-                max_length=200,
-            ),
+            Field(description='The new title; "" removes it; null or omitted keeps it.'),
         ] = None,
         metadata: Annotated[
             Metadata,
@@ -123,7 +122,10 @@ def register(mcp: MCPServer[Any], runtime: Runtime) -> None:
         session_id: SessionId,
         message_id: Annotated[
             str | None,
-            Field(description="Copy the history up to this message; default: the head."),
+            Field(
+                description="Copy the history up to this message; default: the head.",
+                max_length=64,
+            ),
         ] = None,
         title: Title = None,
     ) -> SessionInfo:
