@@ -22,34 +22,21 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bench.stats import Latencies, Run
+from threadline.storage import schema
 
+# threadline's own statements, so the raw table cannot drift from the real one; the raw loops
+# keep no sessions table, so the messages table refers to none.
+_SESSION_KEY = " REFERENCES sessions (id) ON DELETE CASCADE"
+_MESSAGES = schema.statement("CREATE TABLE messages")
+assert _SESSION_KEY in _MESSAGES
 RAW_SCHEMA = (
-    """CREATE TABLE messages (
-        pk INTEGER PRIMARY KEY AUTOINCREMENT,
-        session_id TEXT NOT NULL,
-        id TEXT NOT NULL,
-        parent_pk INTEGER REFERENCES messages (pk),
-        depth INTEGER NOT NULL,
-        path_tokens INTEGER NOT NULL,
-        role TEXT NOT NULL CHECK (role IN ('system', 'user', 'assistant', 'tool')),
-        content TEXT NOT NULL,
-        is_json INTEGER NOT NULL,
-        body TEXT,
-        name TEXT,
-        metadata TEXT,
-        tokens INTEGER NOT NULL,
-        created_at TEXT NOT NULL,
-        UNIQUE (session_id, id)
-    )""",
-    "CREATE INDEX messages_children ON messages (parent_pk)",
+    _MESSAGES.replace(_SESSION_KEY, ""),
+    schema.statement("CREATE INDEX messages_children"),
 )
 RAW_FTS = (
-    "CREATE VIEW message_text (pk, body) AS SELECT pk, coalesce(body, content) FROM messages",
-    """CREATE VIRTUAL TABLE fts_trigram USING fts5 (
-        body, content = 'message_text', content_rowid = 'pk', tokenize = 'trigram')""",
-    """CREATE VIRTUAL TABLE fts_words USING fts5 (
-        body, content = 'message_text', content_rowid = 'pk',
-        tokenize = 'porter unicode61 remove_diacritics 2', detail = 'none')""",
+    schema.statement("CREATE VIEW message_text"),
+    schema.statement("CREATE VIRTUAL TABLE fts_trigram"),
+    schema.statement("CREATE VIRTUAL TABLE fts_words"),
     "INSERT INTO fts_trigram (fts_trigram, rank) VALUES ('automerge', 8)",
     "INSERT INTO fts_words (fts_words, rank) VALUES ('automerge', 8)",
 )

@@ -27,7 +27,6 @@ from bench.stats import Latencies, Row, Run, median, percentile
 from bench.text import WordSalad
 from threadline import Store
 from threadline.config import Config
-from threadline.storage.engine import Database
 from threadline.storage.search import WINDOW, fts_match
 
 clock = time.perf_counter
@@ -98,29 +97,6 @@ def scratch() -> Iterator[Path]:
         yield Path(name)
 
 
-@contextmanager
-def count_commits() -> Iterator[list[int]]:
-    """Record how many writes each group commit carried (wraps the engine's ``_run``).
-
-    Costs one Python call per commit. If the engine no longer has ``_run``, records nothing.
-    """
-    sizes: list[int] = []
-    original = getattr(Database, "_run", None)
-    if original is None:
-        yield sizes
-        return
-
-    def counting(self: Database, batch: list[Any]) -> None:
-        sizes.append(len(batch))
-        original(self, batch)
-
-    Database._run = counting  # type: ignore[method-assign]
-    try:
-        yield sizes
-    finally:
-        Database._run = original  # type: ignore[method-assign]
-
-
 def _role(i: int) -> str:
     return "user" if i % 2 == 0 else "assistant"
 
@@ -157,14 +133,13 @@ async def _threadline_appends(
                 await store.append_messages(sid, [{"role": _role(i), "content": text}])
                 latencies.add(clock() - t0)
 
-        with count_commits() as batches:
-            start = clock()
-            async with anyio.create_task_group() as tg:
-                for sid, session_texts in zip(sids, texts, strict=True):
-                    tg.start_soon(session, sid, session_texts)
-            await store.close()
-            seconds = clock() - start
-        commits.extend(batches)
+        store.observe_commits(commits.append)
+        start = clock()
+        async with anyio.create_task_group() as tg:
+            for sid, session_texts in zip(sids, texts, strict=True):
+                tg.start_soon(session, sid, session_texts)
+        await store.close()
+        seconds = clock() - start
     finally:
         await store.close()
     return Run(seconds=seconds, count=sum(len(t) for t in texts), latencies=latencies)
@@ -343,15 +318,14 @@ async def _threadline_sequential(path: Path, texts: Sequence[str], commits: list
     store = await Store.open(path)
     try:
         sid = (await store.create_session(session_id="seq", title="seq")).session_id
-        with count_commits() as batches:
-            start = clock()
-            for i, text in enumerate(texts):
-                t0 = clock()
-                await store.append_messages(sid, [{"role": _role(i), "content": text}])
-                latencies.add(clock() - t0)
-            await store.close()
-            seconds = clock() - start
-        commits.extend(batches)
+        store.observe_commits(commits.append)
+        start = clock()
+        for i, text in enumerate(texts):
+            t0 = clock()
+            await store.append_messages(sid, [{"role": _role(i), "content": text}])
+            latencies.add(clock() - t0)
+        await store.close()
+        seconds = clock() - start
     finally:
         await store.close()
     return Run(seconds=seconds, count=len(texts), latencies=latencies)
@@ -770,31 +744,3 @@ async def fork_and_compact(big: BigStore, sizes: Sizes, results: Results) -> Non
             "lower",
         )
     )
-
-
-async def large_store(sizes: Sizes, salad: WordSalad, results: Results) -> None:
-    """Workloads 3-5 and 7 on one store built for them, in a temporary directory.
-
-    The store is ``local.db`` in a data directory, the file ``threadline serve --data-dir``
-    serves, so workload 7 serves it as it is. Memory comes before fork and compaction, which
-    add to the store.
-    """
-    from bench.memory import server_memory  # (bench.memory builds on this module)
-
-    phases: dict[str, float] = {}
-    results.details["store_phase_seconds"] = phases  # wall time, text generation included
-    with scratch() as directory:
-        data = directory / "data"
-        data.mkdir(mode=0o700)
-        t0 = clock()
-        big = await build_store(data / "local.db", sizes, salad, results)
-        phases["build"] = clock() - t0
-        for name, phase in (
-            ("history", lambda: history(big, sizes, results)),
-            ("search", lambda: search(big, sizes, salad, results)),
-            ("server_memory", lambda: server_memory(big, sizes, salad, results)),
-            ("fork_and_compact", lambda: fork_and_compact(big, sizes, results)),
-        ):
-            t0 = clock()
-            await phase()
-            phases[name] = clock() - t0

@@ -9,7 +9,7 @@ import pytest
 
 from threadline.config import Config, ConfigError, load_config
 from threadline.paths import default_data_dir
-from threadline.storage.text import is_id, new_id
+from threadline.text import is_id, new_id
 
 CONFIGS = Path(__file__).parent.parent / "configs"
 

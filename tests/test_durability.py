@@ -780,3 +780,15 @@ async def test_the_wal_stays_bounded_while_readers_never_pause(
     # readers keep all of it there.
     assert peak < 3 << 20, peak
     assert integrity(path) == ("ok", "ok")
+
+
+async def test_an_observer_sees_every_group_commit(store: Store) -> None:
+    sizes: list[int] = []
+    store.observe_commits(sizes.append)
+    await store.create_session(session_id="s")
+    async with anyio.create_task_group() as tasks:
+        for i in range(40):
+            tasks.start_soon(store.append_messages, "s", [_msg(f"m{i}")])
+    store.observe_commits(None)
+    await store.append_messages("s", [_msg("after")])
+    assert sum(sizes) == 41, sizes  # the create and every append, however they grouped

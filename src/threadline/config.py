@@ -17,6 +17,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from threadline.text import estimate_tokens
+
 LABEL_PATTERN = r"^[a-z][a-z0-9_-]{0,63}$"
 
 DEFAULT_SOUL = (
@@ -211,8 +213,6 @@ class Config(_Frozen):
 
     @model_validator(mode="after")
     def _defaults_fit(self) -> Config:
-        from threadline.storage.text import estimate_tokens
-
         for block in self.blocks:
             used = estimate_tokens(block.default)
             if used > block.max_tokens:

@@ -10,8 +10,8 @@ from __future__ import annotations
 from collections import defaultdict
 
 from threadline.cli.common import count, when
-from threadline.storage.text import readable
 from threadline.storage.transfer import MessageRecord, SessionRecord
+from threadline.text import readable
 
 
 class _Tree:

@@ -29,7 +29,7 @@ from threadline import __version__
 from threadline.server import wire
 from threadline.server.arguments import explain
 from threadline.storage import SessionNotFound
-from threadline.storage.text import ID_CHARS
+from threadline.text import ID_CHARS
 from threadline.tools import SUBSCRIPTIONS, Runtime, register_all
 from threadline.tools.common import INDEX_URI, UserScopedBus
 

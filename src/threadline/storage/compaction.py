@@ -20,7 +20,6 @@ from threadline.storage import context, validate
 from threadline.storage.errors import NothingToCompact
 from threadline.storage.models import CompactionPlan, CompactionResult, MessageIn
 from threadline.storage.sessions import insert_session
-from threadline.storage.text import new_id, now
 from threadline.storage.tree import (
     OMITTED,
     Compaction,
@@ -33,6 +32,7 @@ from threadline.storage.tree import (
     session_row,
     walk,
 )
+from threadline.text import new_id, now
 
 
 @dataclass(frozen=True, slots=True)

@@ -34,8 +34,8 @@ from threadline.config import BlockSpec, Config
 from threadline.storage import validate
 from threadline.storage.errors import BlockNotFound, BlockOverLimit, BlockReadOnly, InvalidInput
 from threadline.storage.models import BlockUsage, ContextBlock, ContextView
-from threadline.storage.text import estimate_tokens, now
 from threadline.storage.tree import session_row
+from threadline.text import estimate_tokens, now
 
 PREAMBLE = (
     'The blocks below are your persistent working memory. Blocks with scope "user" are shared '

@@ -180,6 +180,7 @@ class Database:
         self._sidecars = {suffix: _identity(self._sidecar(suffix)) for suffix in ("-wal", "-shm")}
         self._replaced = False
         self._wal_limit = WAL_RESTART_BYTES
+        self.on_commit: Callable[[int], None] | None = None  # see Store.observe_commits
         self._thread = threading.Thread(
             target=self._serve_writes, name=f"threadline-writer {path.name}", daemon=True
         )
@@ -214,6 +215,8 @@ class Database:
             if live:
                 self._commit(live)
                 self._post(live)
+                if self.on_commit is not None:
+                    self.on_commit(len(live))
                 self._bound_wal()
                 self._backlog = self._maintenance is not None
                 continue

@@ -6,7 +6,7 @@ from typing import Any, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, JsonValue
 
-from threadline.storage.text import ID_PATTERN
+from threadline.text import ID_PATTERN
 
 Role = Literal["system", "user", "assistant", "tool"]
 Content = str | list[JsonValue]

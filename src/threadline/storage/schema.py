@@ -20,7 +20,7 @@ from pathlib import Path
 from threadline.config import Config
 from threadline.storage.engine import connect, translate
 from threadline.storage.errors import StoreUnusable
-from threadline.storage.text import now
+from threadline.text import now
 
 APPLICATION_ID = 0x546C6E31  # "Tln1": marks a file as a threadline store
 SQLITE_HEADER = b"SQLite format 3\x00"
@@ -158,6 +158,16 @@ MIGRATIONS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("word index without positions", _V3),
 )
 LATEST = len(MIGRATIONS)
+
+
+def statement(start: str) -> str:
+    """The latest schema statement that begins with ``start`` (``"CREATE TABLE messages"``):
+    for code that builds a table shaped like threadline's (the benchmarks' raw baselines)."""
+    for _, statements in reversed(MIGRATIONS):
+        for found in statements:
+            if found.startswith(start):
+                return found
+    raise KeyError(start)
 
 
 def open_writer(path: Path, config: Config) -> sqlite3.Connection:

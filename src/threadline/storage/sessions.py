@@ -13,7 +13,6 @@ from threadline.config import Config
 from threadline.storage import context, validate
 from threadline.storage.errors import InvalidInput, SessionExists
 from threadline.storage.models import SessionInfo, SessionList, SessionSummary, UsageTotals
-from threadline.storage.text import new_id, now
 from threadline.storage.tree import (
     OMITTED,
     branch_count,
@@ -22,6 +21,7 @@ from threadline.storage.tree import (
     message_pk,
     session_row,
 )
+from threadline.text import new_id, now
 
 _SUMMARY = """id, title, status, created_at, updated_at, message_count, token_estimate,
               parent_session_id"""

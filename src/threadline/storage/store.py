@@ -89,6 +89,12 @@ class Store:
             finally:
                 await self._db.close()
 
+    def observe_commits(self, observer: Callable[[int], None] | None) -> None:
+        """Call ``observer(n)`` after each group commit with the number of writes it carried
+        (None stops it). It runs in the writer thread, so it must be quick and thread-safe
+        (``list.append`` is); benchmarks use it to see how writes group."""
+        self._db.on_commit = observer
+
     def _w(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> Any:
         """Run ``fn(conn, *args, **kwargs)`` as one write transaction."""
         return self._db.write(lambda conn: fn(conn, *args, **kwargs))

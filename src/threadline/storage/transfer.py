@@ -23,7 +23,7 @@ from threadline.config import Config, Limits
 from threadline.storage import tree, validate
 from threadline.storage.errors import InvalidInput, SessionExists
 from threadline.storage.models import Content, MessageIn, Role
-from threadline.storage.text import ID_PATTERN, now
+from threadline.text import ID_PATTERN, now
 
 FORMAT: Literal["threadline-export"] = "threadline-export"
 VERSION: Literal[1] = 1

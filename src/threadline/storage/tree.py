@@ -24,7 +24,7 @@ from threadline.storage.errors import (
     SessionNotFound,
 )
 from threadline.storage.models import AppendResult, Branch, History, Message, MessageIn
-from threadline.storage.text import ID_PATTERN, estimate_tokens, is_id, new_id, now, searchable_text
+from threadline.text import ID_PATTERN, estimate_tokens, is_id, new_id, now, searchable_text
 
 OMITTED: Any = object()  # parent_id not given: attach to the head
 

@@ -14,7 +14,7 @@ from pydantic import ValidationError as PydanticError
 from threadline.config import Limits
 from threadline.storage.errors import InvalidInput
 from threadline.storage.models import MessageIn
-from threadline.storage.text import ID_PATTERN, is_id
+from threadline.text import ID_PATTERN, is_id
 
 _MESSAGES = TypeAdapter(list[MessageIn])
 

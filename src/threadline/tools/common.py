@@ -23,7 +23,7 @@ from pydantic import Field
 
 from threadline.config import Config
 from threadline.storage import SessionNotFound, Store, ThreadlineError
-from threadline.storage.text import ID_PATTERN
+from threadline.text import ID_PATTERN
 
 log = logging.getLogger(__name__)
 

@@ -15,7 +15,7 @@ from mcp.server.mcpserver import AssistantMessage, Message, UserMessage
 from pydantic import Field
 
 from threadline.storage import ContextView, History, SessionInfo
-from threadline.storage.text import readable
+from threadline.text import readable
 from threadline.tools.budget import fit
 from threadline.tools.common import (
     INDEX_URI,

@@ -23,7 +23,7 @@ from typing import Annotated, Any
 from pydantic import BeforeValidator, WithJsonSchema
 
 from threadline.storage import MessageIn
-from threadline.storage.text import ID_PATTERN
+from threadline.text import ID_PATTERN
 
 
 def _nullable(schema: dict[str, Any], description: str) -> dict[str, Any]:

@@ -7,7 +7,7 @@ from mcp.server.mcpserver import Context
 from pydantic import Field
 
 from threadline.storage import Deleted, SessionInfo, SessionList, UsageTotals
-from threadline.storage.text import ID_PATTERN
+from threadline.text import ID_PATTERN
 from threadline.tools.common import Runtime, SessionId, hints, notify, using
 from threadline.tools.schemas import Messages, Metadata
 
