@@ -78,6 +78,22 @@ async def test_a_store_whose_file_is_removed_refuses_writes(tmp_path: Path) -> N
             await store.append_messages("s", [{"role": "user", "content": "nowhere"}])
 
 
+async def test_a_resource_that_cannot_be_read_is_not_called_missing(tmp_path: Path) -> None:
+    """Resource errors follow the error's kind: a missing session is "not found" (-32602), a
+    store that cannot read (here: its file was replaced) a failed read (-32603) saying why."""
+    async with Client(_server(tmp_path)) as client:
+        sid = (await call(client, "create_session"))["session_id"]
+        with pytest.raises(MCPError) as missing:
+            await client.read_resource("threadline://sessions/nope/history")
+        assert missing.value.error.code == -32602 and "not found" in str(missing.value)
+        _backup(tmp_path / LOCAL_STORE, tmp_path / "backup.db")
+        os.replace(tmp_path / "backup.db", tmp_path / LOCAL_STORE)
+        with pytest.raises(MCPError) as failed:
+            await client.read_resource(f"threadline://sessions/{sid}/history")
+        assert failed.value.error.code == -32603, failed.value.error
+        assert "replaced or removed" in str(failed.value) and str(tmp_path) not in str(failed.value)
+
+
 # -- 4. concurrent token commands ---------------------------------------------------------
 
 

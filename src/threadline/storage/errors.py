@@ -1,4 +1,11 @@
-"""The store's errors. Each message is a sentence a person or a model can act on."""
+"""The store's errors. Each message is a sentence a person or a model can act on.
+
+Four kinds, by base class, which is what a caller maps (to a protocol error, an exit code):
+``InvalidInput`` (an argument broke a rule), ``NotFound`` (no such session, message or
+block), ``Conflict`` (the state is not what the caller expected: another writer was first, an
+id is taken), ``Refused`` (the state does not allow it: a read-only block, an ended session),
+and ``StoreError`` (the database cannot do it: busy, full, damaged).
+"""
 
 from __future__ import annotations
 
@@ -16,7 +23,19 @@ class InvalidInput(ThreadlineError):
         self.rule = rule
 
 
-class SessionNotFound(ThreadlineError):
+class NotFound(ThreadlineError):
+    """What was named does not exist (for this user)."""
+
+
+class Refused(ThreadlineError):
+    """The state of what was named does not allow this; nothing changed."""
+
+
+class Conflict(ThreadlineError):
+    """Not as the caller expected (another writer was first, an id is taken); nothing changed."""
+
+
+class SessionNotFound(NotFound):
     """No session has this id (for this user)."""
 
     def __init__(self, session_id: str) -> None:
@@ -24,7 +43,7 @@ class SessionNotFound(ThreadlineError):
         self.session_id = session_id
 
 
-class SessionExists(ThreadlineError):
+class SessionExists(Conflict):
     """A session with this id already exists."""
 
     def __init__(self, session_id: str) -> None:
@@ -32,17 +51,13 @@ class SessionExists(ThreadlineError):
         self.session_id = session_id
 
 
-class MessageNotFound(ThreadlineError):
+class MessageNotFound(NotFound):
     """No message has this id in the session."""
 
     def __init__(self, session_id: str, message_id: str, field: str = "message_id") -> None:
         super().__init__(f"{field}: message {message_id!r} not found in session {session_id!r}")
         self.session_id = session_id
         self.message_id = message_id
-
-
-class Conflict(ThreadlineError):
-    """The session is not as the caller expected (another writer was first); nothing changed."""
 
 
 class HeadMoved(Conflict):
@@ -61,23 +76,23 @@ class MessageConflict(Conflict):
     """A message id is reused with different content."""
 
 
-class BlockNotFound(ThreadlineError):
+class BlockNotFound(NotFound):
     """No context block has this label."""
 
 
-class BlockReadOnly(ThreadlineError):
+class BlockReadOnly(Refused):
     """The context block cannot be written."""
 
 
-class BlockOverLimit(ThreadlineError):
+class BlockOverLimit(Refused):
     """The write would take a context block over its token limit."""
 
 
-class NothingToCompact(ThreadlineError):
+class NothingToCompact(Refused):
     """The history is too short for a compaction once the protected messages are kept."""
 
 
-class SessionEnded(ThreadlineError):
+class SessionEnded(Refused):
     """The session was ended (split) and takes no more messages."""
 
 

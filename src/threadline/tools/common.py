@@ -17,12 +17,12 @@ import anyio.lowlevel
 from mcp.server.auth.middleware.auth_context import get_access_token
 from mcp.server.auth.provider import AccessToken
 from mcp.server.mcpserver import Context
-from mcp.server.mcpserver.exceptions import ResourceNotFoundError, ToolError
+from mcp.server.mcpserver.exceptions import ResourceError, ResourceNotFoundError, ToolError
 from mcp.types import ToolAnnotations
 from pydantic import Field
 
 from threadline.config import Config
-from threadline.storage import SessionNotFound, Store, ThreadlineError
+from threadline.storage import InvalidInput, NotFound, SessionNotFound, Store, ThreadlineError
 from threadline.text import ID_PATTERN
 
 log = logging.getLogger(__name__)
@@ -89,10 +89,15 @@ def tool_errors() -> Iterator[None]:
 
 @contextmanager
 def resource_errors() -> Iterator[None]:
+    """A resource read's errors as protocol errors, by kind: what does not exist (or could
+    not: a malformed id) is "not found" (-32602); anything else (a database that cannot
+    read, a refusal) is a failed read (-32603) saying why."""
     try:
         yield
-    except ThreadlineError as exc:
+    except (NotFound, InvalidInput) as exc:
         raise ResourceNotFoundError(str(exc)) from None
+    except ThreadlineError as exc:
+        raise ResourceError(str(exc)) from None
 
 
 @asynccontextmanager
