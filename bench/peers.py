@@ -5,8 +5,9 @@ are skipped (their rows say how to install it) and the rest of the suite runs.
 
 Each session of the workload is its own ``SQLiteSession(session_id, db_path)`` on one shared
 file, as an application keeping many conversations in one database would hold them; every
-message is one ``add_items([item])`` call, all sessions at once, the item being the SDK's
-input-item shape ``{"role": ..., "content": text}``. The sessions are constructed (schema
+message is one ``add_items([item])`` call, all sessions at once, the items alternating as a
+``Runner`` run writes them (``turn_item``): the user's input ``{"role": "user", "content":
+text}``, the reply as the SDK's output message item. The sessions are constructed (schema
 created) before the clock starts, as threadline's sessions are created before its clock
 starts; closing them is timed, as threadline's close is. The SDK is used as shipped: its
 connections use WAL and SQLite's default ``synchronous`` (FULL), each operation runs in a
@@ -89,6 +90,20 @@ def version() -> str | None:
         return None
 
 
+def turn_item(i: int, text: str) -> dict[str, Any]:
+    """The ``i``-th item of a thread as a ``Runner`` run writes it: the user's input as a
+    plain message, the model's reply as the SDK's output message item."""
+    if i % 2 == 0:
+        return {"role": "user", "content": text}
+    return {
+        "id": f"msg_{i}",
+        "type": "message",
+        "role": "assistant",
+        "status": "completed",
+        "content": [{"type": "output_text", "text": text, "annotations": [], "logprobs": []}],
+    }
+
+
 async def appends(
     peer: Peer, cls: type[Any], path: Path, sids: Sequence[str], texts: Sequence[Sequence[str]]
 ) -> Run:
@@ -102,7 +117,7 @@ async def appends(
 
     async def session(store: Any, session_texts: Sequence[str]) -> None:
         for i, text in enumerate(session_texts):
-            item = {"role": "user" if i % 2 == 0 else "assistant", "content": text}
+            item = turn_item(i, text)
             t0 = perf()
             await store.add_items([item])
             latencies.add(perf() - t0)
@@ -142,7 +157,7 @@ async def adapter_appends(path: Path, sids: Sequence[str], texts: Sequence[Seque
 
         async def session(one: Any, session_texts: Sequence[str]) -> None:
             for i, text in enumerate(session_texts):
-                item = {"role": "user" if i % 2 == 0 else "assistant", "content": text}
+                item = turn_item(i, text)
                 t0 = perf()
                 await one.add_items([item])
                 latencies.add(perf() - t0)
@@ -182,10 +197,7 @@ async def reads(
         sessions = [cls(sid, path) for sid in sids]
     try:
         for one, session_texts in zip(sessions, texts, strict=True):
-            items = [
-                {"role": "user" if i % 2 == 0 else "assistant", "content": text}
-                for i, text in enumerate(session_texts)
-            ]
+            items = [turn_item(i, text) for i, text in enumerate(session_texts)]
             await one.add_items(items)
 
         async def session(one: Any, expected: int) -> None:

@@ -65,6 +65,11 @@ async def test_every_item_kind_round_trips_exactly(tmp_path: Path) -> None:
         ]
         hits = await session.search("Which place at dawn?")
         assert hits.hits[0].message_id == history.messages[5].id
+        # A plain chat message in the key order ("role", "content") is kept as plain text.
+        await session.add_items([{"role": "user", "content": "plain words"}])
+        last = (await session.store.get_history("trip", limit=1)).messages[0]
+        assert (last.role, last.content) == ("user", "plain words")
+        assert (await session.get_items(limit=1)) == [{"role": "user", "content": "plain words"}]
     finally:
         await session.close()
 

@@ -2,9 +2,10 @@
 
 ``ThreadlineSession(session_id, db_path)`` is what ``Runner.run(agent, input, session=...)``
 takes: the SDK reads the thread with ``get_items`` and writes each turn's items with
-``add_items``. Each item is one threadline message, kept whole (``{"type":
-"openai_agents.item", "item": {...}}``, the item as the SDK gave it), with the role it speaks
-in (``user``, ``assistant``, ``system`` for ``developer``, ``tool`` for a tool's output), so
+``add_items``. Each item is one threadline message: a plain chat message (``{"role": "user",
+"content": "..."}``) as plain text, any other kept whole (``{"type": "openai_agents.item",
+"item": {...}}``, the item as the SDK gave it), with the role it speaks in (``user``,
+``assistant``, ``system`` for ``developer``, ``tool`` for a tool's output), so
 the thread is also a threadline session like any other: searchable, forkable, compactable,
 readable through the MCP tools. Messages written by other means read back as plain
 ``{"role", "content"}`` items, a compaction summary as a user message.
@@ -29,12 +30,18 @@ from threadline.storage.schema import make_directory
 
 PART = "openai_agents.item"
 _ROLES = {"user": "user", "assistant": "assistant", "system": "system", "developer": "system"}
+_PLAIN = ("user", "assistant", "system")  # roles a plain item keeps as they are
 
 
 def to_message(item: Any) -> dict[str, Any]:
-    """An SDK item as the threadline message that keeps it."""
+    """An SDK item as the threadline message that keeps it: a plain chat message (exactly
+    ``{"role", "content"}`` in that order, a string, a role threadline has) as plain text,
+    which reads back as the same item; any other whole, as a JSON part."""
     if not isinstance(item, dict):
         raise TypeError(f"a session item must be a dict, not {type(item).__name__}")
+    plain = list(item) == ["role", "content"] and isinstance(item["content"], str)
+    if plain and item["role"] in _PLAIN:
+        return {"role": item["role"], "content": item["content"]}
     role = _ROLES.get(item.get("role", ""))
     if role is None:
         kind = str(item.get("type", ""))

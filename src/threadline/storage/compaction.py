@@ -27,6 +27,7 @@ from threadline.storage.tree import (
     append,
     compactions,
     effective_tokens,
+    encode,
     ended,
     guard_head,
     session_row,
@@ -197,6 +198,6 @@ def _split(
         MessageIn(id=m.id, role=m.role, content=m.content, name=m.name, metadata=m.metadata)
         for m in (entry.message() for entry in tail if entry.compaction is None)
     ]
-    append(conn, config, child, seed)
+    append(conn, config, child, encode(seed, config))
     conn.execute("UPDATE sessions SET status = 'ended' WHERE id = ?", (session_id,))
     return child

@@ -114,7 +114,7 @@ class Store:
     ) -> SessionInfo:
         """Create a session (id chosen or generated), optionally seeded with messages."""
         config = self.config
-        batch = validate.messages(messages, config.limits) if messages else []
+        batch = tree.encode(validate.messages(messages, config.limits), config) if messages else []
 
         def run(conn: sqlite3.Connection) -> SessionInfo:
             sid = sessions.create(conn, config, title, session_id, metadata)
@@ -256,9 +256,9 @@ class Store:
         if the head is still that: otherwise ``HeadMoved`` (a ``Conflict``) names the head and
         nothing changes, so two workers serving one thread cannot interleave their turns.
         """
-        batch = validate.messages(messages, self.config.limits)
+        batch = tree.encode(validate.messages(messages, self.config.limits), self.config)
         result: AppendResult = await self._w(
-            tree.append, self._db.config, session_id, batch, parent_id, expected_head
+            tree.append, self.config, session_id, batch, parent_id, expected_head
         )
         return result
 

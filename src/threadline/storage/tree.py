@@ -465,6 +465,15 @@ def _shorten_part(part: Any, keep: int) -> tuple[Any, bool]:
 # -- writing --------------------------------------------------------------------------------
 
 
+Encoded = list[tuple[MessageIn, tuple[Any, ...]]]
+
+
+def encode(messages: list[MessageIn], config: Config) -> Encoded:
+    """Each message with its stored columns (``encode_message``): done by the caller, before
+    the write is queued, so the writer thread only runs SQL."""
+    return [(m, encode_message(m, i, config)) for i, m in enumerate(messages)]
+
+
 def encode_message(message: MessageIn, index: int, config: Config) -> tuple[Any, ...]:
     """(role, content, is_json, body, name, metadata, tokens) as stored, after the size rules:
     the columns of ``INSERT_MESSAGE`` between ``path_tokens`` and ``created_at``, in order."""
@@ -525,17 +534,17 @@ def append(
     conn: sqlite3.Connection,
     config: Config,
     session_id: str,
-    messages: list[MessageIn],
+    encoded: Encoded,
     parent_id: Any = OMITTED,
     expected_head: Any = OMITTED,
 ) -> AppendResult:
+    """Append ``encoded`` messages (``encode``) to the head or under ``parent_id``."""
     guard_head(conn, session_id, expected_head)
     status, head_pk, estimate = session_row(conn, session_id, "status, head_pk, token_estimate")
     if status == "ended":
         raise ended(conn, session_id, "append to")
-    if not messages:
+    if not encoded:
         raise InvalidInput("messages", "must hold at least one message")
-    encoded = [encode_message(m, i, config) for i, m in enumerate(messages)]
     if parent_id is OMITTED:
         parent_pk = head_pk
     elif parent_id is None:
@@ -551,7 +560,7 @@ def append(
     created_at = now()
     ids: list[str] = []
     inserted = added = 0
-    for i, (message, row) in enumerate(zip(messages, encoded, strict=True)):
+    for i, (message, row) in enumerate(encoded):
         role, content, is_json, _, name, meta, tokens = row
         mid = message.id
         if mid is not None:
@@ -594,12 +603,14 @@ def append(
     head_id = None
     if head is not None:
         head_id = ids[-1] if inserted else _message_id(conn, head)
-    return AppendResult.model_construct(
-        session_id=session_id,
-        message_ids=ids,
-        head_id=head_id,
-        token_estimate=estimate,
-        needs_compaction=estimate > config.compaction.threshold_tokens,
+    return AppendResult.of(
+        {
+            "session_id": session_id,
+            "message_ids": ids,
+            "head_id": head_id,
+            "token_estimate": estimate,
+            "needs_compaction": estimate > config.compaction.threshold_tokens,
+        }
     )
 
 
