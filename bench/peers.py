@@ -178,11 +178,21 @@ async def adapter_appends(path: Path, sids: Sequence[str], texts: Sequence[Seque
 
 
 async def reads(
-    kind: str, path: Path, sids: Sequence[str], texts: Sequence[Sequence[str]], calls: int
+    kind: str,
+    path: Path,
+    sids: Sequence[str],
+    texts: Sequence[Sequence[str]],
+    calls: int,
+    *,
+    turns: bool = False,
 ) -> Run:
-    """``get_items()`` of whole threads, all sessions at once, ``calls`` each: on the SDK's
-    ``SQLiteSession`` (``kind="sdk"``) or on ``ThreadlineSession`` over one shared store
-    (``"adapter"``). Each session holds its texts as items, written before the clock starts."""
+    """All sessions at once, on the SDK's ``SQLiteSession`` (``kind="sdk"``) or on
+    ``ThreadlineSession`` over one shared store (``"adapter"``).
+
+    Reads (``turns=False``): each session holds its texts as items, written before the clock
+    starts, and reads its whole thread with ``get_items()`` ``calls`` times. Turns: each
+    session starts empty and runs its texts as ``Runner`` turns do: ``get_items()``, then
+    ``add_items`` of the user's item, then of the reply; one latency per turn."""
     from threadline import Store
     from threadline.integrations.openai_agents import ThreadlineSession
 
@@ -197,20 +207,31 @@ async def reads(
         sessions = [cls(sid, path) for sid in sids]
     try:
         for one, session_texts in zip(sessions, texts, strict=True):
-            items = [turn_item(i, text) for i, text in enumerate(session_texts)]
-            await one.add_items(items)
+            if not turns:
+                await one.add_items([turn_item(i, text) for i, text in enumerate(session_texts)])
+            else:
+                await one.get_items(limit=1)  # created before the clock
 
-        async def session(one: Any, expected: int) -> None:
+        async def read(one: Any, session_texts: Sequence[str]) -> None:
             for _ in range(calls):
                 t0 = perf()
                 got = await one.get_items()
                 latencies.add(perf() - t0)
-                assert len(got) == expected, (kind, len(got), expected)
+                assert len(got) == len(session_texts), (kind, len(got))
+
+        async def turn(one: Any, session_texts: Sequence[str]) -> None:
+            for i in range(0, len(session_texts) - 1, 2):
+                t0 = perf()
+                got = await one.get_items()
+                await one.add_items([turn_item(i, session_texts[i])])
+                await one.add_items([turn_item(i + 1, session_texts[i + 1])])
+                latencies.add(perf() - t0)
+                assert len(got) == i, (kind, len(got), i)
 
         start = perf()
         async with anyio.create_task_group() as tg:
             for one, session_texts in zip(sessions, texts, strict=True):
-                tg.start_soon(session, one, len(session_texts))
+                tg.start_soon(turn if turns else read, one, session_texts)
         seconds = perf() - start
     finally:
         if store is not None:
@@ -218,4 +239,5 @@ async def reads(
         else:
             for one in sessions:
                 one.close()
-    return Run(seconds=seconds, count=calls * len(sids), latencies=latencies)
+    count = sum(len(t) // 2 for t in texts) if turns else calls * len(sids)
+    return Run(seconds=seconds, count=count, latencies=latencies)

@@ -290,24 +290,32 @@ async def concurrent_appends(sizes: Sizes, salad: WordSalad, results: Results) -
 async def _adapter_reads(
     sizes: Sizes, sids: Sequence[str], texts: Sequence[Sequence[str]], results: Results
 ) -> None:
-    """The same threads read back whole with ``get_items()``, all sessions at once, through
-    ``ThreadlineSession`` and through the SDK's ``SQLiteSession``; trials alternate."""
-    runs: dict[str, list[Run]] = {"adapter": [], "sdk": []}
-    for trial in range(sizes.append_trials):
-        for kind in _rotate(list(runs), trial):
-            with scratch() as directory:
-                run = await peers.reads(kind, directory / "bench.db", sids, texts, READ_CALLS)
-            runs[kind].append(run)
-    summary = _summarise(runs)
-    results.details["adapter_reads"] = summary
-    ours, theirs = summary["adapter"], summary["sdk"]
-    work = f"1. whole-thread reads {len(sids)}x{len(texts[0])} through ThreadlineSession"
+    """Through ``ThreadlineSession`` and the SDK's ``SQLiteSession``, trials alternating: the
+    threads read back whole with ``get_items()``, and the same texts run as turns."""
     sdk = "openai-agents SQLiteSession, same workload"
-    results.add(Row(work, "get_items/s", ours["median_rate_per_s"], "/s", "higher", sdk,
-                    theirs["median_rate_per_s"]))  # fmt: skip
-    for key, figure in (("p50_ms", "get_items p50"), ("p99_ms", "get_items p99")):
-        results.add(Row(work, figure, ours["latency"][key], "ms", "lower", sdk,
-                        theirs["latency"][key]))  # fmt: skip
+    for name, turns, unit, rate in (
+        ("reads", False, "get_items", "get_items/s"),
+        ("turns", True, "turn", "turns/s"),
+    ):
+        runs: dict[str, list[Run]] = {"adapter": [], "sdk": []}
+        for trial in range(sizes.append_trials):
+            for kind in _rotate(list(runs), trial):
+                with scratch() as directory:
+                    path = directory / "bench.db"
+                    run = await peers.reads(kind, path, sids, texts, READ_CALLS, turns=turns)
+                runs[kind].append(run)
+        summary = _summarise(runs)
+        results.details[f"adapter_{name}"] = summary
+        ours, theirs = summary["adapter"], summary["sdk"]
+        if turns:
+            work = f"1. turns {len(sids)}x{len(texts[0]) // 2} through ThreadlineSession"
+        else:
+            work = f"1. whole-thread reads {len(sids)}x{len(texts[0])} through ThreadlineSession"
+        results.add(Row(work, rate, ours["median_rate_per_s"], "/s", "higher", sdk,
+                        theirs["median_rate_per_s"]))  # fmt: skip
+        for key, figure in (("p50_ms", f"{unit} p50"), ("p99_ms", f"{unit} p99")):
+            results.add(Row(work, figure, ours["latency"][key], "ms", "lower", sdk,
+                            theirs["latency"][key]))  # fmt: skip
 
 
 READ_CALLS = 20  # get_items() calls per session in the whole-thread reads

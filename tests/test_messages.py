@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import random
 from pathlib import Path
 
 import pytest
@@ -12,6 +14,7 @@ from threadline import (
     InvalidInput,
     MessageConflict,
     MessageNotFound,
+    NothingToCompact,
     Store,
 )
 from threadline.config import Limits
@@ -278,3 +281,72 @@ async def test_truncate_tool_output_shortens_only_old_tool_results(store: Store)
     # the stored messages are untouched
     full = await store.get_history(sid)
     assert full.messages[2].content == big
+
+
+# -- history_since: what changed since a read -------------------------------------------------
+
+
+async def test_history_since_gives_what_follows_or_the_whole_history(store: Store) -> None:
+    sid = (await store.create_session()).session_id
+    first = await store.history_since(sid)
+    assert (first.messages, first.reset) == ([], True)
+    await store.append_messages(sid, [{"role": "user", "content": f"m{i}"} for i in range(3)])
+    grown = await store.history_since(sid, first.revision)
+    assert [m.content for m in grown.messages] == ["m0", "m1", "m2"] and not grown.reset
+    same = await store.history_since(sid, grown.revision)
+    assert (same.messages, same.reset, same.revision) == ([], False, grown.revision)
+    await store.append_messages(sid, [{"role": "assistant", "content": "m3"}])
+    more = await store.history_since(sid, grown.revision)
+    assert [m.content for m in more.messages] == ["m3"] and not more.reset
+    unknown = await store.history_since(sid, "not-a-revision")
+    assert unknown.reset and len(unknown.messages) == 4
+    with pytest.raises(InvalidInput, match="revision: must be a revision"):
+        await store.history_since(sid, "x" * 65)
+
+
+async def test_history_since_follows_every_change_a_session_can_take(store: Store) -> None:
+    """Whatever happens to the session, what a reader holds plus what history_since gives
+    is get_history's whole history, message for message."""
+    rng = random.Random(7)
+    sid = (await store.create_session()).session_id
+    held: list[tuple[str, object]] = []
+    revision = None
+    resets = grows = 0
+    compacted = 0
+    for step in range(240):
+        history = (await store.get_history(sid)).messages
+        op = rng.choice(["append"] * 5 + ["branch", "head", "pop", "compact", "compact",
+                                          "clear", "delete"])  # fmt: skip
+        if op == "append":
+            await store.append_messages(sid, [{"role": "user", "content": f"s{step}"}])
+        elif op == "branch" and history:
+            parent = rng.choice(history).id
+            if not parent.startswith("compaction:"):
+                await store.append_messages(
+                    sid, [{"role": "assistant", "content": f"b{step}"}], parent_id=parent
+                )
+        elif op == "head":
+            leaves = await store.list_branches(sid)
+            if leaves:
+                await store.set_head(sid, rng.choice(leaves).leaf_id)
+        elif op == "pop":
+            await store.pop_message(sid)
+        elif op == "compact" and len(history) > 5:
+            with contextlib.suppress(NothingToCompact):
+                await store.compact_session(sid, f"summary {step}", keep_first=1, keep_last=2)
+                compacted += 1
+        elif op == "clear" and rng.random() < 0.1:
+            await store.clear_session(sid)
+        elif op == "delete" and history and rng.random() < 0.3:
+            victim = rng.choice(history).id
+            if not victim.startswith("compaction:"):
+                await store.delete_messages(sid, victim)
+        if rng.random() < 0.6:  # the reader catches up now and then, not after every change
+            delta = await store.history_since(sid, revision)
+            got = [(m.id, m.content) for m in delta.messages]
+            held = got if delta.reset else held + got
+            revision = delta.revision
+            resets, grows = resets + delta.reset, grows + (not delta.reset and bool(got))
+            expected = (await store.get_history(sid)).messages
+            assert held == [(m.id, m.content) for m in expected], (step, op)
+    assert resets > 5 and grows > 20 and compacted > 10, (resets, grows, compacted)

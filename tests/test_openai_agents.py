@@ -18,7 +18,7 @@ from agents.memory.session_settings import SessionSettings
 from agents.testing import ScriptedModel, assistant_message, function_call
 
 from threadline import Store
-from threadline.integrations.openai_agents import ThreadlineSession
+from threadline.integrations.openai_agents import ThreadlineSession, to_item
 from threadline.storage import SessionNotFound
 
 # One of every item kind the SDK writes to a session in a tool-calling run, and a custom one.
@@ -205,9 +205,37 @@ async def test_many_sessions_write_concurrently_on_one_store(tmp_path: Path) -> 
             assert (info.message_count, info.branch_count) == (10, 1)  # linear
 
 
+async def test_the_kept_thread_follows_every_writer_and_is_never_shared(tmp_path: Path) -> None:
+    """get_items reads only what changed since its last call: whoever wrote it (another
+    session object, a tool, a compaction, a pop), the result is the store's history."""
+    async with Store.open(tmp_path / "t.db") as store:
+        a, b = ThreadlineSession("t", store=store), ThreadlineSession("t", store=store)
+
+        async def as_stored() -> list[Any]:
+            return [to_item(m) for m in (await store.get_history("t")).messages]
+
+        await a.add_items(ITEMS[:3])
+        assert await a.get_items() == ITEMS[:3]
+        mine = await a.get_items()
+        mine[0]["content"] = "changed"
+        mine[2]["summary"][0]["text"] = "changed too"
+        assert await a.get_items() == ITEMS[:3]  # each call's items are its own
+        await b.add_items(ITEMS[3:])
+        assert await a.get_items() == ITEMS
+        await store.append_messages("t", [{"role": "user", "content": "from a tool"}])
+        assert (await a.get_items())[-1] == {"role": "user", "content": "from a tool"}
+        await store.compact_session("t", "so far", keep_first=0, keep_last=1)
+        got = await a.get_items()
+        assert got == await as_stored() and got[0] == {"role": "user", "content": "so far"}
+        await b.pop_item()
+        assert await a.get_items() == await as_stored()
+        await b.clear_session()
+        assert await a.get_items() == []
+
+
 _OTHER_PROCESS = """
 import anyio, sys
-from threadline.integrations.openai_agents import ThreadlineSession
+from threadline.integrations.openai_agents import ThreadlineSession, to_item
 async def main():
     session = ThreadlineSession("shared", sys.argv[1])
     try:
@@ -230,6 +258,8 @@ async def test_two_processes_on_one_file(tmp_path: Path) -> None:
         try:
             for n in range(50):
                 await session.add_items([{"role": "user", "content": f"A {n}"}])
+                if n % 10 == 0:  # read along: the kept thread takes the other's items too
+                    assert len(await session.get_items()) >= n + 1
         finally:
             assert await anyio.to_thread.run_sync(other.wait, 60) == 0
         items = [i["content"] for i in await session.get_items()]

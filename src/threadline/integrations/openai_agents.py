@@ -61,6 +61,18 @@ def to_item(message: Message) -> Any:
     return {"role": role, "content": text}
 
 
+def _copy(value: Any) -> Any:
+    """A copy of a JSON value (dicts, lists and scalars), a few times faster than deepcopy."""
+    if type(value) is dict:
+        return {k: v if type(v) in _SCALARS else _copy(v) for k, v in value.items()}
+    if type(value) is list:
+        return [v if type(v) in _SCALARS else _copy(v) for v in value]
+    return value
+
+
+_SCALARS = frozenset({str, int, float, bool, type(None)})
+
+
 def _text(parts: list[Any]) -> str:
     texts = [p.get("text") for p in parts if isinstance(p, dict)]
     return "\n".join(t for t in texts if isinstance(t, str))
@@ -87,6 +99,8 @@ class ThreadlineSession(SessionABC):
         self._owned = store is None
         self._create = create
         self._ready = False
+        self._thread: list[Any] = []  # the whole thread's items at _revision (kept private)
+        self._revision: str | None = None
 
     @property
     def store(self) -> Store:
@@ -118,13 +132,26 @@ class ThreadlineSession(SessionABC):
 
     async def get_items(self, limit: int | None = None) -> list[Any]:
         """The thread's items, oldest first; with a limit (or ``session_settings.limit``)
-        the newest ``limit`` of them."""
+        the newest ``limit`` of them.
+
+        The whole thread is kept in memory between calls and only what changed since is
+        read (``Store.history_since``): a turn reads the items written since the last one,
+        whoever wrote them. Each call returns items of its own, to change at will."""
         store = await self._session()
         limit = resolve_session_limit(limit, self.session_settings)
         if limit is not None and limit <= 0:
             return []
-        history = await store.get_history(self.session_id, limit=limit)
-        return [to_item(m) for m in history.messages]
+        if limit is not None:  # a bounded read costs what it reads; nothing is kept
+            history = await store.get_history(self.session_id, limit=limit)
+            return [to_item(m) for m in history.messages]
+        while True:
+            known = self._revision
+            delta = await store.history_since(self.session_id, known)
+            if delta.reset or self._revision == known:  # else a concurrent call moved on
+                new = [to_item(m) for m in delta.messages]
+                self._thread = new if delta.reset else [*self._thread, *new]
+                self._revision = delta.revision
+                return [_copy(item) for item in self._thread]
 
     async def add_items(self, items: list[Any]) -> None:
         """Append the items in one atomic write."""
@@ -187,3 +214,4 @@ class ThreadlineSession(SessionABC):
             await self._store.close()
             self._store = None
             self._ready = False
+            self._thread, self._revision = [], None

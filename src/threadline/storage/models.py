@@ -115,6 +115,16 @@ class History(_Out):
     )
 
 
+class HistoryDelta(_Out):
+    session_id: str
+    revision: str = Field(description="Pass it back to read only what changes after this read.")
+    messages: list[Message] = Field(description="Oldest first.")
+    reset: bool = Field(
+        description="The messages are the whole history (replace what you hold), not what "
+        "follows it."
+    )
+
+
 class Branch(_Out):
     leaf_id: str
     message_count: int

@@ -40,6 +40,7 @@ from threadline.storage.models import (
     ContextView,
     Deleted,
     History,
+    HistoryDelta,
     Message,
     MessageIn,
     Pruned,
@@ -290,6 +291,17 @@ class Store:
             include_compacted=include_compacted,
             truncate_tool_output=truncate_tool_output,
         )
+        return result
+
+    async def history_since(self, session_id: str, revision: str | None = None) -> HistoryDelta:
+        """What changed in the whole history (as ``get_history`` reads it) since the read
+        that returned ``revision``: the messages after it, or, when the history did not just
+        grow (a compaction, a pop, another branch), all of it with ``reset``. Without
+        ``revision``, all of it. For a caller that keeps the thread in memory and reads it
+        often (``ThreadlineSession``): a read that finds nothing new reads no message."""
+        if revision is not None and (not isinstance(revision, str) or len(revision) > 64):
+            raise InvalidInput("revision", "must be a revision from an earlier read, or None")
+        result: HistoryDelta = await self._r(tree.since, session_id, revision)
         return result
 
     async def list_branches(self, session_id: str) -> list[Branch]:

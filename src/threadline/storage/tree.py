@@ -23,7 +23,14 @@ from threadline.storage.errors import (
     SessionEnded,
     SessionNotFound,
 )
-from threadline.storage.models import AppendResult, Branch, History, Message, MessageIn
+from threadline.storage.models import (
+    AppendResult,
+    Branch,
+    History,
+    HistoryDelta,
+    Message,
+    MessageIn,
+)
 from threadline.text import ID_PATTERN, estimate_tokens, is_id, new_id, now, searchable_text
 
 OMITTED: Any = object()  # parent_id not given: attach to the head
@@ -348,6 +355,73 @@ def history(
         has_more=has_more,
         next_before=messages[0].id if has_more and messages else None,
     )
+
+
+def revision(head_pk: int | None, comps: list[Compaction]) -> str:
+    """What history reads of a session depends on: its head and its compactions. Message and
+    compaction rows never change once written, and their keys are never reused, so the same
+    revision means the same history."""
+    return f"{head_pk or 0}.{comps[0].pk if comps else 0}.{len(comps)}"
+
+
+def since(conn: sqlite3.Connection, session_id: str, known: str | None) -> HistoryDelta:
+    """The history (as ``history`` reads it, whole) as it differs from the one read at
+    revision ``known``: the messages that follow it, or all of them with ``reset``."""
+    head_pk, linear = session_row(conn, session_id, f"head_pk, {IS_LINEAR}")
+    comps = compactions(conn, session_id)
+    current = revision(head_pk, comps)
+    added = [] if known == current else _added(conn, known, current, head_pk, comps)
+    if added is None:
+        added = walk(conn, head_pk, comps, linear=session_id if linear else None)
+        reset = True
+    else:
+        reset = False
+    return HistoryDelta.of(
+        {
+            "session_id": session_id,
+            "revision": current,
+            "messages": [entry.message() for entry in reversed(added)],
+            "reset": reset,
+        }
+    )
+
+
+def _added(
+    conn: sqlite3.Connection,
+    known: str | None,
+    current: str,
+    head_pk: int | None,
+    comps: list[Compaction],
+) -> list[Entry] | None:
+    """The entries from the head up to the head of revision ``known`` (newest first), if
+    that head is on the path as read and the compactions are the same; else None."""
+    old, _, compacted = (known or "").partition(".")
+    if head_pk is None or not old.isdigit() or compacted != current.partition(".")[2]:
+        return None
+    stop = int(old)
+    if stop == 0:  # it was empty: all of it follows
+        return walk(conn, head_pk, comps)
+    if conn.execute("SELECT 1 FROM messages WHERE pk = ?", (stop,)).fetchone() is None:
+        return None  # gone (popped, cleared): the history did not just grow
+    by_end = {comp.end_pk: comp for comp in reversed(comps)}
+    entries: list[Entry] = []
+    pk: int | None = head_pk
+    chunk = 4  # a turn or two since the last read, usually; then four times more each time
+    while pk is not None:
+        rows = conn.execute(_CHAIN, (pk, chunk)).fetchall()
+        pk, chunk = None, chunk * 4
+        for row in rows:
+            if row[0] == stop:
+                return entries
+            c = by_end.get(row[0])
+            if c is not None:
+                entries.append(Entry(None, c))
+                pk = c.start_parent_pk
+                break
+            entries.append(Entry(row, None))
+        else:
+            pk = rows[-1][2] if rows else None
+    return None  # not an ancestor (another branch), or inside a range compacted since
 
 
 def _range_around(conn: sqlite3.Connection, pk: int, applied: list[Compaction]) -> int | None:
