@@ -357,25 +357,43 @@ def history(
     )
 
 
-def revision(head_pk: int | None, comps: list[Compaction]) -> str:
-    """What history reads of a session depends on: its head and its compactions. Message and
-    compaction rows never change once written, and their keys are never reused, so the same
-    revision means the same history."""
-    return f"{head_pk or 0}.{comps[0].pk if comps else 0}.{len(comps)}"
+# What history reads of a session depends on: its head and its compactions. Message and
+# compaction rows never change once written, and their keys are never reused, so the same
+# revision (head, newest compaction, number of compactions) means the same history. With it:
+# whether the message a caller's revision names as head is still stored.
+_STATE = f"""SELECT head_pk, {IS_LINEAR},
+    (SELECT max(pk) FROM compactions c WHERE c.session_id = sessions.id),
+    (SELECT count(*) FROM compactions c WHERE c.session_id = sessions.id),
+    EXISTS (SELECT 1 FROM messages m WHERE m.pk = ?)
+FROM sessions WHERE id = ?"""
 
 
 def since(conn: sqlite3.Connection, session_id: str, known: str | None) -> HistoryDelta:
     """The history (as ``history`` reads it, whole) as it differs from the one read at
-    revision ``known``: the messages that follow it, or all of them with ``reset``."""
-    head_pk, linear = session_row(conn, session_id, f"head_pk, {IS_LINEAR}")
-    comps = compactions(conn, session_id)
-    current = revision(head_pk, comps)
-    added = [] if known == current else _added(conn, known, current, head_pk, comps)
+    revision ``known``: the messages that follow it, or all of them with ``reset``. A read
+    that finds nothing new runs one small query."""
+    validate.session_id(session_id)
+    old, _, compacted = (known or "").partition(".")
+    stop = int(old) if old.isdigit() and len(old) <= 18 else -1
+    row = conn.execute(_STATE, (stop, session_id)).fetchone()
+    if row is None:
+        raise SessionNotFound(session_id)
+    head_pk, linear, newest, count, stored = row
+    current = f"{head_pk or 0}.{newest or 0}.{count}"
+    added: list[Entry] | None = []
+    comps: list[Compaction] = []
+    if known != current:
+        comps = compactions(conn, session_id) if count else []
+        added = None
+        # It only grew if its compactions are the same and its old head is on the new path.
+        if head_pk is not None and compacted == current.partition(".")[2]:
+            if stop == 0:  # it was empty: all of it follows
+                added = walk(conn, head_pk, comps)
+            elif stored:
+                added = _down_to(conn, head_pk, comps, stop)
+    reset = added is None
     if added is None:
         added = walk(conn, head_pk, comps, linear=session_id if linear else None)
-        reset = True
-    else:
-        reset = False
     return HistoryDelta.of(
         {
             "session_id": session_id,
@@ -386,23 +404,11 @@ def since(conn: sqlite3.Connection, session_id: str, known: str | None) -> Histo
     )
 
 
-def _added(
-    conn: sqlite3.Connection,
-    known: str | None,
-    current: str,
-    head_pk: int | None,
-    comps: list[Compaction],
+def _down_to(
+    conn: sqlite3.Connection, head_pk: int, comps: list[Compaction], stop: int
 ) -> list[Entry] | None:
-    """The entries from the head up to the head of revision ``known`` (newest first), if
-    that head is on the path as read and the compactions are the same; else None."""
-    old, _, compacted = (known or "").partition(".")
-    if head_pk is None or not old.isdigit() or compacted != current.partition(".")[2]:
-        return None
-    stop = int(old)
-    if stop == 0:  # it was empty: all of it follows
-        return walk(conn, head_pk, comps)
-    if conn.execute("SELECT 1 FROM messages WHERE pk = ?", (stop,)).fetchone() is None:
-        return None  # gone (popped, cleared): the history did not just grow
+    """The entries from the head up to ``stop`` (newest first), or None when the path as
+    read does not pass through it (another branch, or inside a range compacted since)."""
     by_end = {comp.end_pk: comp for comp in reversed(comps)}
     entries: list[Entry] = []
     pk: int | None = head_pk
@@ -421,7 +427,7 @@ def _added(
             entries.append(Entry(row, None))
         else:
             pk = rows[-1][2] if rows else None
-    return None  # not an ancestor (another branch), or inside a range compacted since
+    return None
 
 
 def _range_around(conn: sqlite3.Connection, pk: int, applied: list[Compaction]) -> int | None:
