@@ -41,6 +41,7 @@ from threadline.storage.errors import StoreError, ThreadlineError
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
+F = TypeVar("F", bound=Callable[..., Any])
 Job = Callable[[sqlite3.Connection], Any]
 
 _MESSAGES = {
@@ -82,13 +83,24 @@ def translate(exc: sqlite3.Error) -> StoreError:
     return StoreError(f"storage error ({name or type(exc).__name__})")
 
 
-def _contains(haystack: str | None, needle: str) -> bool:
-    """Search's substring test for non-ASCII terms: ``needle`` is already lower-cased."""
-    return haystack is not None and needle in haystack.lower()
+# SQL functions every connection gets: (name, number of arguments, implementation). The
+# modules whose SQL calls them add theirs when imported (``sql_function``).
+_FUNCTIONS: list[tuple[str, int, Callable[..., Any]]] = []
+
+
+def sql_function(name: str, arguments: int) -> Callable[[F], F]:
+    """Register ``fn`` as the deterministic SQL function ``name`` on every connection."""
+
+    def register(fn: F) -> F:
+        _FUNCTIONS.append((name, arguments, fn))
+        return fn
+
+    return register
 
 
 def connect(path: Path, config: Config, *, readonly: bool = False) -> sqlite3.Connection:
-    """One place that sets a connection up: busy timeout, foreign keys, sync level, functions."""
+    """One place that sets a connection up: busy timeout, foreign keys, sync level, the SQL
+    functions registered with ``sql_function``."""
     conn = sqlite3.connect(
         path,
         timeout=config.busy_timeout,
@@ -104,7 +116,8 @@ def connect(path: Path, config: Config, *, readonly: bool = False) -> sqlite3.Co
         conn.execute("PRAGMA journal_size_limit = 67108864")
         if readonly:
             conn.execute("PRAGMA query_only = ON")
-        conn.create_function("tl_contains", 2, _contains, deterministic=True)
+        for name, arguments, fn in _FUNCTIONS:
+            conn.create_function(name, arguments, fn, deterministic=True)
     except BaseException:
         conn.close()
         raise

@@ -55,7 +55,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from threadline.config import Config
-from threadline.storage import validate
+from threadline.storage import engine, validate
 from threadline.storage.errors import InvalidInput
 from threadline.storage.models import Neighbour, SearchHit, SearchResults
 from threadline.storage.tree import session_row
@@ -701,11 +701,17 @@ class _Tokenizer:
 # -- exact ------------------------------------------------------------------------------
 
 
+@engine.sql_function("tl_contains", 2)
+def _contains(haystack: str | None, needle: str) -> bool:
+    """The substring test for non-ASCII terms: ``needle`` is already lower-cased."""
+    return haystack is not None and needle in haystack.lower()
+
+
 def _contains_all(words: list[str]) -> tuple[str, list[str]]:
     """SQL that holds when the lower-cased text holds every lower-cased term.
 
     ASCII terms use SQLite's ``instr`` (fast, in C); others ``tl_contains`` (Python's full
-    Unicode lower-casing, registered by ``engine.connect``), whose folding SQLite lacks.
+    Unicode lower-casing, registered below), whose folding SQLite lacks.
     """
     sql, params = "", []
     for word in words:

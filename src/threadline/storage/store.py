@@ -12,7 +12,7 @@ import sqlite3
 from collections.abc import Callable, Generator, Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Literal, TypeVar
+from typing import Any, Concatenate, Literal, ParamSpec, TypeVar
 
 import anyio
 import anyio.to_thread
@@ -52,6 +52,7 @@ from threadline.storage.models import (
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+P = ParamSpec("P")
 Messages = Sequence[MessageIn | dict[str, Any]]
 
 
@@ -96,13 +97,17 @@ class Store:
         (``list.append`` is); benchmarks use it to see how writes group."""
         self._db.on_commit = observer
 
-    def _w(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> Any:
+    async def _w(
+        self, fn: Callable[Concatenate[sqlite3.Connection, P], T], *args: P.args, **kwargs: P.kwargs
+    ) -> T:
         """Run ``fn(conn, *args, **kwargs)`` as one write transaction."""
-        return self._db.write(lambda conn: fn(conn, *args, **kwargs))
+        return await self._db.write(lambda conn: fn(conn, *args, **kwargs))
 
-    def _r(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> Any:
+    async def _r(
+        self, fn: Callable[Concatenate[sqlite3.Connection, P], T], *args: P.args, **kwargs: P.kwargs
+    ) -> T:
         """Run ``fn(conn, *args, **kwargs)`` on one read snapshot."""
-        return self._db.read(lambda conn: fn(conn, *args, **kwargs))
+        return await self._db.read(lambda conn: fn(conn, *args, **kwargs))
 
     # -- sessions -----------------------------------------------------------------------
 
@@ -123,14 +128,10 @@ class Store:
                 tree.append(conn, config, sid, batch)
             return sessions.info(conn, config, sid)
 
-        result: SessionInfo = await self._db.write(run)
-        return result
+        return await self._w(run)
 
     async def get_session(self, session_id: str) -> SessionInfo:
-        result: SessionInfo = await self._r(
-            sessions.info, config=self.config, session_id=session_id
-        )
-        return result
+        return await self._r(sessions.info, config=self.config, session_id=session_id)
 
     async def list_sessions(
         self,
@@ -152,10 +153,9 @@ class Store:
         filters = sessions.Filters(
             status, title, metadata, created_after, created_before, updated_after, updated_before
         )
-        result: SessionList = await self._r(
+        return await self._r(
             sessions.listing, config=self.config, limit=limit, cursor=cursor, filters=filters
         )
-        return result
 
     async def rename_session(
         self,
@@ -171,8 +171,7 @@ class Store:
             sessions.rename(conn, config, session_id, title, metadata)
             return sessions.info(conn, config, session_id)
 
-        result: SessionInfo = await self._db.write(run)
-        return result
+        return await self._w(run)
 
     async def delete_session(self, session_id: str) -> Deleted:
         """Delete a session with its messages, compactions, usage and session blocks."""
@@ -183,8 +182,7 @@ class Store:
                 session_id=session_id, messages_deleted=count, head_id=None
             )
 
-        result: Deleted = await self._db.write(run)
-        return result
+        return await self._w(run)
 
     async def prune(
         self,
@@ -234,8 +232,7 @@ class Store:
         # A fork adds its whole path to the unindexed tail at once: a chunk indexed along would
         # not shorten that tail noticeably, and at a million messages the FTS5 merges it sets
         # off were a third of the fork's time. The copies are indexed when writes pause.
-        result: SessionInfo = await self._db.write(run, index_along=False)
-        return result
+        return await self._db.write(run, index_along=False)  # see above
 
     # -- messages -----------------------------------------------------------------------
 
@@ -258,10 +255,7 @@ class Store:
         nothing changes, so two workers serving one thread cannot interleave their turns.
         """
         batch = tree.encode(validate.messages(messages, self.config.limits), self.config)
-        result: AppendResult = await self._w(
-            tree.append, self.config, session_id, batch, parent_id, expected_head
-        )
-        return result
+        return await self._w(tree.append, self.config, session_id, batch, parent_id, expected_head)
 
     async def get_history(
         self,
@@ -282,7 +276,7 @@ class Store:
             validate.limit(limit, "limit", 1, 100_000)
         if truncate_tool_output is not None:
             validate.limit(truncate_tool_output, "truncate_tool_output", 0, 10**9)
-        result: History = await self._r(
+        return await self._r(
             tree.history,
             session_id=session_id,
             leaf_id=leaf_id,
@@ -291,7 +285,6 @@ class Store:
             include_compacted=include_compacted,
             truncate_tool_output=truncate_tool_output,
         )
-        return result
 
     async def history_since(self, session_id: str, revision: str | None = None) -> HistoryDelta:
         """What changed in the whole history (as ``get_history`` reads it) since the read
@@ -301,13 +294,11 @@ class Store:
         often (``ThreadlineSession``): a read that finds nothing new reads no message."""
         if revision is not None and (not isinstance(revision, str) or len(revision) > 64):
             raise InvalidInput("revision", "must be a revision from an earlier read, or None")
-        result: HistoryDelta = await self._r(tree.since, session_id, revision)
-        return result
+        return await self._r(tree.since, session_id, revision)
 
     async def list_branches(self, session_id: str) -> list[Branch]:
         """Every leaf of the session's message tree, oldest first; usually one is the head."""
-        result: list[Branch] = await self._r(tree.branches, session_id=session_id)
-        return result
+        return await self._r(tree.branches, session_id=session_id)
 
     async def set_head(
         self, session_id: str, message_id: str, *, expected_head: str | None = tree.OMITTED
@@ -320,8 +311,7 @@ class Store:
             tree.set_head(conn, session_id, message_id, expected_head)
             return sessions.info(conn, config, session_id)
 
-        result: SessionInfo = await self._db.write(run)
-        return result
+        return await self._w(run)
 
     async def delete_messages(self, session_id: str, message_id: str) -> Deleted:
         """Delete a message and every message below it; the head moves up if it was there."""
@@ -333,15 +323,12 @@ class Store:
             if head_pk is None:
                 context.freeze(conn, config, session_id)  # the session is cleared
             else:
-                head_id = conn.execute(
-                    "SELECT id FROM messages WHERE pk = ?", (head_pk,)
-                ).fetchone()[0]
+                head_id = tree.message_id(conn, head_pk)
             return Deleted.model_construct(
                 session_id=session_id, messages_deleted=count, head_id=head_id
             )
 
-        result: Deleted = await self._db.write(run)
-        return result
+        return await self._w(run)
 
     async def clear_session(
         self, session_id: str, *, expected_head: str | None = tree.OMITTED
@@ -358,14 +345,12 @@ class Store:
                 session_id=session_id, messages_deleted=count, head_id=None
             )
 
-        result: Deleted = await self._db.write(run)
-        return result
+        return await self._w(run)
 
     async def pop_message(self, session_id: str) -> Message | None:
         """Take the newest message (the head) off the session and return it, in one write;
         None when the session has none."""
-        result: Message | None = await self._w(tree.pop, session_id)
-        return result
+        return await self._w(tree.pop, session_id)
 
     # -- compaction ---------------------------------------------------------------------
 
@@ -373,14 +358,13 @@ class Store:
         self, session_id: str, keep_first: int | None = None, keep_last: int | None = None
     ) -> CompactionPlan:
         """The range ``compact_session`` would replace now, with its messages, to summarise."""
-        result: CompactionPlan = await self._r(
+        return await self._r(
             compaction.plan,
             config=self.config,
             session_id=session_id,
             keep_first=keep_first,
             keep_last=keep_last,
         )
-        return result
 
     async def compact_session(
         self,
@@ -398,7 +382,7 @@ class Store:
         protected tail (its id is ``new_session_id``). ``expected_head`` guards it as it
         guards ``append_messages``: a summary written from a stale read is refused.
         """
-        result: CompactionResult = await self._w(
+        return await self._w(
             compaction.compact,
             self.config,
             session_id,
@@ -408,7 +392,6 @@ class Store:
             split,
             expected_head,
         )
-        return result
 
     # -- context ------------------------------------------------------------------------
 
@@ -423,10 +406,7 @@ class Store:
 
         ``session_id`` may be ``None`` for a user-scoped block (shared by every session).
         """
-        result: BlockUsage = await self._w(
-            context.update, self.config, session_id, label, content, mode
-        )
-        return result
+        return await self._w(context.update, self.config, session_id, label, content, mode)
 
     async def get_context(self, session_id: str, refresh: bool = False) -> ContextView:
         """The session's blocks and its frozen system prompt (re-rendered first if ``refresh``)."""
@@ -440,8 +420,7 @@ class Store:
             context.freeze(conn, config, session_id)
             return context.view(conn, config, session_id)
 
-        result: ContextView = await self._db.write(run)
-        return result
+        return await self._w(run)
 
     async def get_user_context(self) -> list[ContextBlock]:
         """The user-scoped blocks (shared by every session), without naming a session."""
@@ -450,8 +429,7 @@ class Store:
         def run(conn: sqlite3.Connection) -> list[ContextBlock]:
             return [b for b in context.blocks(conn, config, "") if b.scope == "user"]
 
-        result: list[ContextBlock] = await self._r(run)
-        return result
+        return await self._r(run)
 
     # -- search and usage ---------------------------------------------------------------
 
@@ -476,7 +454,7 @@ class Store:
         each hit on its path to include (0-5).
         """
         validate.limit(limit, "limit", 1, 50)
-        result: SearchResults = await self._r(
+        return await self._r(
             self._searcher.search,
             query,
             session_id=session_id,
@@ -488,7 +466,6 @@ class Store:
             limit=limit,
             cursor=cursor,
         )
-        return result
 
     async def record_usage(
         self,
@@ -499,10 +476,9 @@ class Store:
         model: str | None = None,
     ) -> UsageTotals:
         """Add one turn's token and cost usage to the session's totals."""
-        result: UsageTotals = await self._w(
+        return await self._w(
             sessions.record_usage, session_id, input_tokens, output_tokens, cost, model
         )
-        return result
 
     # -- export and import --------------------------------------------------------------
 
@@ -510,28 +486,23 @@ class Store:
         self, sink: transfer.Sink, session_ids: list[str] | None = None
     ) -> transfer.Header:
         """Feed ``sink`` the sessions (default: all) and user blocks, from one snapshot."""
-        result: transfer.Header = await self._r(transfer.export, sink, session_ids)
-        return result
+        return await self._r(transfer.export, sink, session_ids)
 
     async def export_session(self, session_id: str) -> transfer.SessionRecord:
         """One session as it is stored: every branch, compaction, usage record and block."""
-        result: transfer.SessionRecord = await self._r(transfer.dump_session, session_id)
-        return result
+        return await self._r(transfer.dump_session, session_id)
 
     async def import_session(self, record: transfer.SessionRecord) -> transfer.ImportedSession:
         """Restore an exported session exactly, in one transaction; its id must be free."""
-        result: transfer.ImportedSession = await self._w(transfer.load_session, record)
-        return result
+        return await self._w(transfer.load_session, record)
 
     async def user_block_conflicts(self, blocks: list[transfer.BlockRecord]) -> list[str]:
         """Labels of user blocks stored here with other content than ``blocks``."""
-        result: list[str] = await self._r(transfer.block_conflicts, blocks)
-        return result
+        return await self._r(transfer.block_conflicts, blocks)
 
     async def import_user_blocks(self, blocks: list[transfer.BlockRecord]) -> int:
         """Store the user blocks this store lacks; refuse all if any differs. Returns how many."""
-        result: int = await self._w(transfer.load_user_blocks, blocks)
-        return result
+        return await self._w(transfer.load_user_blocks, blocks)
 
 
 class _Opening:

@@ -682,7 +682,7 @@ def append(
         )
     head_id = None
     if head is not None:
-        head_id = ids[-1] if inserted else _message_id(conn, head)
+        head_id = ids[-1] if inserted else message_id(conn, head)
     return AppendResult.of(
         {
             "session_id": session_id,
@@ -694,7 +694,7 @@ def append(
     )
 
 
-def _message_id(conn: sqlite3.Connection, pk: int) -> str:
+def message_id(conn: sqlite3.Connection, pk: int) -> str:
     value: str = conn.execute("SELECT id FROM messages WHERE pk = ?", (pk,)).fetchone()[0]
     return value
 
