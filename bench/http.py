@@ -46,7 +46,7 @@ from bench.stats import Latencies, Row
 from bench.stdio import ToolFailed, call, serve_params, serving
 from bench.text import WordSalad
 from bench.workloads import Results, Sizes, clock, scratch
-from threadline.config import Config
+from threadline.config import Config, Http
 from threadline.server import LocalRuntime, build_server
 from threadline.server.auth import StaticTokenVerifier, TokenFile
 
@@ -131,9 +131,10 @@ async def http_target(directory: Path) -> AsyncIterator[Connect]:
     _, token = tokens.add("bench")
     with loopback_socket() as sock:
         port = sock.getsockname()[1]
-        options = threadline_http.HttpOptions(port=port, verifier=StaticTokenVerifier(tokens))
+        options = threadline_http.HttpOptions(verifier=StaticTokenVerifier(tokens))
+        config = Config(http=Http(port=port))
         with with_noop_tool() as built:
-            app = threadline_http.build_http_app(options, Config(), directory / "data")
+            app = threadline_http.build_http_app(options, config, directory / "data")
         assert len(built) == 1, "build_http_app no longer calls build_server: fix bench/http.py"
         url = f"http://127.0.0.1:{port}{options.path}"
         tls = ssl.create_default_context()

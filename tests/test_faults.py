@@ -306,8 +306,8 @@ async def http_server(data_dir: Path, tokens: TokenFile, config: Config) -> Asyn
     """uvicorn in this process on a free loopback port; yields the MCP URL."""
     with loopback_socket() as sock:
         port = sock.getsockname()[1]
-        app = build_http_app(HttpOptions(port=port, verifier=StaticTokenVerifier(tokens)), config,
-                             data_dir)  # fmt: skip
+        config = config.model_copy(update={"http": config.http.model_copy(update={"port": port})})
+        app = build_http_app(HttpOptions(verifier=StaticTokenVerifier(tokens)), config, data_dir)
         async with uvicorn_serving(app, sock, timeout_graceful_shutdown=5):
             yield f"http://127.0.0.1:{port}/mcp"
 

@@ -50,7 +50,7 @@ from threadline import Config
 from threadline.config import Http
 from threadline.paths import STATIC_ISSUER, user_file
 from threadline.server.auth import JWTVerifier, StaticTokenVerifier, TokenFile
-from threadline.server.http import HttpOptions, build_http_app, server_config
+from threadline.server.http import HttpOptions, Transport, build_http_app, server_config
 from threadline.server.stores import UserStores
 
 MODERN, LEGACY = "2026-07-28", "2025-11-25"
@@ -97,13 +97,16 @@ async def serve(tmp_path: Path) -> AsyncIterator[Serve]:
     servers: list[uvicorn.Server] = []
     async with anyio.create_task_group() as tasks:
 
-        async def start(options: HttpOptions, config: Config | None = None) -> Served:
+        async def start(setup: Setup | HttpOptions, config: Config | None = None) -> Served:
+            if isinstance(setup, HttpOptions):
+                setup = Setup(setup)
             config = config or Config()
-            app = build_http_app(options, config, tmp_path)
+            if setup.http:  # this test's HTTP settings, over the config's
+                settings = {**config.http.model_dump(), **setup.http}
+                config = config.model_copy(update={"http": Http.model_validate(settings)})
+            app = build_http_app(setup.options, config, tmp_path)
             server = uvicorn.Server(
-                server_config(
-                    app, options, config, port=0, lifespan="on", timeout_graceful_shutdown=3
-                )
+                server_config(app, config, port=0, lifespan="on", timeout_graceful_shutdown=3)
             )
             servers.append(server)
             tasks.start_soon(server.serve)
@@ -123,8 +126,16 @@ def tokens(tmp_path: Path) -> TokenFile:
     return TokenFile(tmp_path / "tokens.json")
 
 
-def static(tokens: TokenFile, **options: Any) -> HttpOptions:
-    return HttpOptions(verifier=StaticTokenVerifier(tokens), **options)
+@dataclass(frozen=True)
+class Setup:
+    """A server to start: how it serves, and its settings (``config.http`` fields)."""
+
+    options: HttpOptions
+    http: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+
+def static(tokens: TokenFile, transport: Transport = "streamable-http", **http: Any) -> Setup:
+    return Setup(HttpOptions(transport=transport, verifier=StaticTokenVerifier(tokens)), http)
 
 
 def static_file(data_dir: Path, user: str) -> Path:
@@ -880,7 +891,7 @@ async def test_a_body_over_the_limit_gets_413(
 async def test_the_default_body_limit_is_4_mib(serve: Serve, tokens: TokenFile) -> None:
     _, alice = tokens.add("alice")
     served = await serve(static(tokens))
-    assert HttpOptions().max_body_bytes == 4 * 1024 * 1024
+    assert Http().max_body_bytes == 4 * 1024 * 1024
     with anyio.fail_after(20):
         async with httpx2.AsyncClient() as http:
             over = await post_initialize(http, served.mcp, alice, body=padded(4 * 1024 * 1024 + 1))
@@ -1087,6 +1098,14 @@ def test_serve_refuses_a_public_bind_without_auth(tmp_path: Path) -> None:
     assert not (tmp_path / "d").exists()
 
 
+def test_serve_names_an_option_out_of_range(tmp_path: Path) -> None:
+    done = threadline(tmp_path, "serve", "--transport", "streamable-http", "--port", "70000",
+                      "--data-dir", str(tmp_path / "d"))  # fmt: skip
+    assert done.returncode == 2, done.stderr
+    assert "--port: input should be less than or equal to 65535" in done.stderr, done.stderr
+    assert "Traceback" not in done.stderr and done.stdout == ""
+
+
 def test_serve_with_no_auth_starts_warns_and_still_checks_hosts(tmp_path: Path) -> None:
     port = free_port()
     proc = subprocess.Popen(
@@ -1245,10 +1264,10 @@ def test_identities_that_differ_only_in_where_a_nul_falls_get_distinct_files() -
 async def test_the_auth_challenge_points_at_the_public_url(
     serve: Serve, jwt_setup: JWTSetup
 ) -> None:
-    options = dataclasses.replace(
-        jwt_options(jwt_setup), host="0.0.0.0", base_url="https://threadline.example/"
+    setup = Setup(
+        jwt_options(jwt_setup), {"host": "0.0.0.0", "public_url": "https://threadline.example/"}
     )
-    served = await serve(options)
+    served = await serve(setup)
     async with httpx2.AsyncClient() as http:
         response = await post_initialize(http, served.mcp)
         metadata = await http.get(f"{served.base}/.well-known/oauth-protected-resource/mcp")
@@ -1265,7 +1284,7 @@ async def test_static_tokens_advertise_no_authorization_server(
     """Static tokens come from `threadline token add`, not from an OAuth server: a 401 must
     not send a client looking for one (its metadata would answer 404)."""
     tokens.add("alice")
-    served = await serve(static(tokens, base_url="https://threadline.example/"))
+    served = await serve(static(tokens, public_url="https://threadline.example/"))
     async with httpx2.AsyncClient() as http:
         response = await post_initialize(http, served.mcp)
         metadata = await http.get(f"{served.base}/.well-known/oauth-protected-resource/mcp")

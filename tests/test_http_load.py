@@ -24,7 +24,7 @@ from mcp.client.streamable_http import streamable_http_client
 from mcp.types import CallToolResult
 
 from tests.helpers import loopback_socket, ok, uvicorn_serving
-from threadline.config import Config
+from threadline.config import Config, Http
 from threadline.paths import STATIC_ISSUER, USERS_DIR, user_file
 from threadline.server.auth import StaticTokenVerifier, TokenFile
 from threadline.server.http import HttpOptions, build_http_app
@@ -34,7 +34,7 @@ CLIENTS = 5  # per user, all at once
 ITERATIONS = 6  # per client: append, read back; search every SEARCH_EVERY
 SEARCH_EVERY = 3
 BOUND_S = 45.0  # each run; about 15 s on a 2-core box (the short one about 10 s)
-DEFAULT_CAPACITY = HttpOptions().store_capacity
+DEFAULT_CAPACITY = Http().store_capacity
 # Fewer store slots than users: stores are closed and reopened all the time under load, so a
 # shorter loop (SHORT iterations) is enough to stress that.
 FEW_SLOTS = 8
@@ -83,10 +83,9 @@ async def served(tmp_path: Path, request: pytest.FixtureRequest) -> AsyncIterato
     capacity, iterations = request.param
     with loopback_socket() as sock:
         port = sock.getsockname()[1]
-        options = HttpOptions(
-            port=port, verifier=StaticTokenVerifier(token_file), store_capacity=capacity
-        )
-        app = build_http_app(options, Config(), data_dir)
+        options = HttpOptions(verifier=StaticTokenVerifier(token_file))
+        config = Config(http=Http(port=port, store_capacity=capacity))
+        app = build_http_app(options, config, data_dir)
         async with uvicorn_serving(app, sock, backlog=512):
             url = f"http://127.0.0.1:{port}/mcp"
             yield Served(url, data_dir, tokens, app, capacity, iterations)

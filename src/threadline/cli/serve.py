@@ -11,9 +11,10 @@ import tempfile
 from pathlib import Path
 
 import anyio
+from pydantic import ValidationError
 
 from threadline.cli.common import Commands, Env, UsageError, add_common
-from threadline.config import Config
+from threadline.config import Config, Http
 from threadline.storage import Store
 from threadline.storage.schema import make_directory
 
@@ -186,20 +187,22 @@ def _serve_http(args: argparse.Namespace, config: Config, data_dir: Path) -> Non
                 "--jwt-*, or --no-auth if something in front of threadline authenticates"
             )
         log.warning("serving %s WITHOUT authentication (--no-auth): every client is one user", host)
-    options = HttpOptions(
-        transport=args.transport,
-        host=host,
-        port=http.port if args.port is None else args.port,
-        stateless=http.stateless if args.stateless is None else args.stateless,
-        verifier=verifier,
-        issuer_url=issuer_url,
-        allow_hosts=(*http.allow_hosts, *args.allow_host),
-        allow_origins=(*http.allow_origins, *args.allow_origin),
-        max_body_bytes=http.max_body_bytes,
-        store_capacity=http.store_capacity,
-        store_idle_seconds=http.store_idle_seconds,
-        base_url=args.public_url or http.public_url,
-    )
+    given = {
+        "host": host,
+        "port": args.port,
+        "stateless": args.stateless,
+        "public_url": args.public_url,
+        "allow_hosts": (*http.allow_hosts, *args.allow_host),
+        "allow_origins": (*http.allow_origins, *args.allow_origin),
+    }
+    settings = {**http.model_dump(), **{k: v for k, v in given.items() if v is not None}}
+    try:
+        config = config.model_copy(update={"http": Http.model_validate(settings)})
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        option = "--" + str(first["loc"][0]).replace("_", "-")
+        raise UsageError(f"{option}: {first['msg'].lower()}") from None
+    options = HttpOptions(transport=args.transport, verifier=verifier, issuer_url=issuer_url)
     anyio.run(serve_http, options, config, data_dir)
 
 

@@ -24,7 +24,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from threadline.config import Config
+from threadline.config import Config, Http
 from threadline.server.app import build_server
 from threadline.server.connections import Limits, protocol
 from threadline.server.sessions import SessionCap
@@ -47,35 +47,30 @@ def is_loopback(host: str) -> bool:
 
 @dataclass(frozen=True)
 class HttpOptions:
+    """How to serve beside the settings (``config.http``: host, port, limits): the transport,
+    the endpoint's path, and who verifies tokens (None: no auth)."""
+
     transport: Transport = "streamable-http"
-    host: str = "127.0.0.1"
-    port: int = 8765
     path: str = "/mcp"
-    stateless: bool = False
     verifier: TokenVerifier | None = None
     issuer_url: str | None = None
-    allow_hosts: tuple[str, ...] = ()
-    allow_origins: tuple[str, ...] = ()
-    max_body_bytes: int = 4 * 1024 * 1024
-    store_capacity: int = 64
-    store_idle_seconds: float = 300.0
-    base_url: str | None = None
-
-    def public_url(self) -> str:
-        """Where clients reach the server (advertised in 401 challenges and metadata)."""
-        if self.base_url:
-            return self.base_url.rstrip("/")
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"http://{host}:{self.port}"
 
 
-def security(options: HttpOptions) -> TransportSecuritySettings:
+def public_url(http: Http) -> str:
+    """Where clients reach the server (advertised in 401 challenges and metadata)."""
+    if http.public_url:
+        return http.public_url.rstrip("/")
+    host = f"[{http.host}]" if ":" in http.host else http.host
+    return f"http://{host}:{http.port}"
+
+
+def security(http: Http) -> TransportSecuritySettings:
     """Host and Origin checks for every bind (the SDK turns them on only for loopback)."""
     hosts = ["127.0.0.1:*", "localhost:*", "[::1]:*", "127.0.0.1", "localhost", "[::1]"]
     origins = ["http://127.0.0.1:*", "http://localhost:*", "http://[::1]:*"]
-    for host in options.allow_hosts:
+    for host in http.allow_hosts:
         hosts += [host, f"{host}:*"]
-    origins += list(options.allow_origins)
+    origins += list(http.allow_origins)
     return TransportSecuritySettings(
         enable_dns_rebinding_protection=True, allowed_hosts=hosts, allowed_origins=origins
     )
@@ -83,12 +78,13 @@ def security(options: HttpOptions) -> TransportSecuritySettings:
 
 def build_http_app(options: HttpOptions, config: Config, data_dir: Path) -> Starlette:
     """The whole HTTP application; its lifespan opens nothing and closes every user store."""
+    http = config.http
     stores = UserStores(
         data_dir,
         config,
         authenticated=options.verifier is not None,
-        capacity=options.store_capacity,
-        idle_seconds=options.store_idle_seconds,
+        capacity=http.store_capacity,
+        idle_seconds=http.store_idle_seconds,
     )
     auth = None
     if options.verifier is not None:
@@ -96,9 +92,9 @@ def build_http_app(options: HttpOptions, config: Config, data_dir: Path) -> Star
         # JWT issuer does; static tokens have none, so nothing is advertised for them (a
         # client would look for an OAuth server that does not exist).
         auth = AuthSettings(
-            issuer_url=AnyHttpUrl(options.issuer_url or options.public_url()),
+            issuer_url=AnyHttpUrl(options.issuer_url or public_url(http)),
             resource_server_url=(
-                AnyHttpUrl(options.public_url() + options.path) if options.issuer_url else None
+                AnyHttpUrl(public_url(http) + options.path) if options.issuer_url else None
             ),
             validate_token_resource=False,
         )
@@ -113,21 +109,20 @@ def build_http_app(options: HttpOptions, config: Config, data_dir: Path) -> Star
         app = mcp.sse_app(
             sse_path="/sse",
             message_path="/messages/",
-            max_request_body_size=options.max_body_bytes,
-            transport_security=security(options),
-            host=options.host,
+            max_request_body_size=http.max_body_bytes,
+            transport_security=security(http),
+            host=http.host,
         )
     else:
         app = mcp.streamable_http_app(
             streamable_http_path=options.path,
-            stateless_http=options.stateless,
-            max_request_body_size=options.max_body_bytes,
-            session_idle_timeout=config.http.session_idle_seconds,
-            transport_security=security(options),
-            host=options.host,
+            stateless_http=http.stateless,
+            max_request_body_size=http.max_body_bytes,
+            session_idle_timeout=http.session_idle_seconds,
+            transport_security=security(http),
+            host=http.host,
         )
-        if not options.stateless:
-            http = config.http
+        if not http.stateless:
             for route in app.routes:
                 if isinstance(route, Route) and route.path == options.path:
                     route.app = SessionCap(
@@ -145,19 +140,17 @@ def build_http_app(options: HttpOptions, config: Config, data_dir: Path) -> Star
     return app
 
 
-def server_config(
-    app: Starlette, options: HttpOptions, config: Config, **extra: Any
-) -> uvicorn.Config:
+def server_config(app: Starlette, config: Config, **extra: Any) -> uvicorn.Config:
     """uvicorn's settings for ``app``: its h11 protocol bounded for slow and greedy clients
     (``connections``); ``extra`` overrides (tests serve on port 0)."""
     http = config.http
     limits = Limits(http.request_seconds, http.max_connections, http.max_connections_per_client)
-    settings: dict[str, Any] = {"host": options.host, "port": options.port, **extra}
+    settings: dict[str, Any] = {"host": http.host, "port": http.port, **extra}
     return uvicorn.Config(app, log_level="warning", http=protocol(limits), **settings)
 
 
 async def serve_http(options: HttpOptions, config: Config, data_dir: Path) -> None:
     app = build_http_app(options, config, data_dir)
-    where = options.public_url() + ("/sse" if options.transport == "sse" else options.path)
+    where = public_url(config.http) + ("/sse" if options.transport == "sse" else options.path)
     log.warning("threadline serving %s at %s (data: %s)", options.transport, where, data_dir)
-    await uvicorn.Server(server_config(app, options, config)).serve()
+    await uvicorn.Server(server_config(app, config)).serve()
