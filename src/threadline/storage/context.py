@@ -34,7 +34,7 @@ from threadline.config import BlockSpec, Config
 from threadline.storage import validate
 from threadline.storage.errors import BlockNotFound, BlockOverLimit, BlockReadOnly, InvalidInput
 from threadline.storage.models import BlockUsage, ContextBlock, ContextView
-from threadline.storage.tree import session_row
+from threadline.storage.rows import session_row
 from threadline.text import estimate_tokens, now
 
 PREAMBLE = (

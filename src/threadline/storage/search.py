@@ -58,7 +58,7 @@ from threadline.config import Config
 from threadline.storage import engine, validate
 from threadline.storage.errors import InvalidInput
 from threadline.storage.models import Neighbour, SearchHit, SearchResults
-from threadline.storage.tree import session_row
+from threadline.storage.rows import session_row
 
 log = logging.getLogger(__name__)
 

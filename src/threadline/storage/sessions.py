@@ -13,14 +13,9 @@ from threadline.config import Config
 from threadline.storage import context, validate
 from threadline.storage.errors import InvalidInput, SessionExists
 from threadline.storage.models import SessionInfo, SessionList, SessionSummary, UsageTotals
-from threadline.storage.tree import (
-    OMITTED,
-    branch_count,
-    continued_in,
-    effective_tokens,
-    message_pk,
-    session_row,
-)
+from threadline.storage.reading import effective_tokens
+from threadline.storage.rows import message_pk, session_row
+from threadline.storage.tree import OMITTED, branch_count, continued_in
 from threadline.text import new_id, now
 
 _SUMMARY = """id, title, status, created_at, updated_at, message_count, token_estimate,

@@ -21,6 +21,8 @@ from threadline.config import Config
 from threadline.storage import (
     compaction,
     context,
+    reading,
+    rows,
     schema,
     search,
     sessions,
@@ -272,19 +274,56 @@ class Store:
         page before them. Compacted ranges read as their summary unless ``include_compacted``.
         ``truncate_tool_output`` shortens tool results older than the latest user turn.
         """
+        history, _ = await self._history(
+            session_id, leaf_id, limit, before, include_compacted, truncate_tool_output, False
+        )
+        return history
+
+    async def get_history_and_branches(
+        self,
+        session_id: str,
+        leaf_id: str | None = None,
+        limit: int | None = None,
+        before: str | None = None,
+        include_compacted: bool = False,
+        truncate_tool_output: int | None = None,
+    ) -> tuple[History, list[Branch]]:
+        """``get_history`` and ``list_branches``, read from one snapshot (so the page and the
+        branch list agree even while another writer appends)."""
+        history, branches = await self._history(
+            session_id, leaf_id, limit, before, include_compacted, truncate_tool_output, True
+        )
+        assert branches is not None
+        return history, branches
+
+    async def _history(
+        self,
+        session_id: str,
+        leaf_id: str | None,
+        limit: int | None,
+        before: str | None,
+        include_compacted: bool,
+        truncate_tool_output: int | None,
+        with_branches: bool,
+    ) -> tuple[History, list[Branch] | None]:
         if limit is not None:
             validate.limit(limit, "limit", 1, 100_000)
         if truncate_tool_output is not None:
             validate.limit(truncate_tool_output, "truncate_tool_output", 0, 10**9)
-        return await self._r(
-            tree.history,
-            session_id=session_id,
-            leaf_id=leaf_id,
-            limit=limit,
-            before=before,
-            include_compacted=include_compacted,
-            truncate_tool_output=truncate_tool_output,
-        )
+
+        def run(conn: sqlite3.Connection) -> tuple[History, list[Branch] | None]:
+            history = reading.history(
+                conn,
+                session_id=session_id,
+                leaf_id=leaf_id,
+                limit=limit,
+                before=before,
+                include_compacted=include_compacted,
+                truncate_tool_output=truncate_tool_output,
+            )
+            return history, tree.branches(conn, session_id) if with_branches else None
+
+        return await self._r(run)
 
     async def history_since(self, session_id: str, revision: str | None = None) -> HistoryDelta:
         """What changed in the whole history (as ``get_history`` reads it) since the read
@@ -294,7 +333,7 @@ class Store:
         often (``ThreadlineSession``): a read that finds nothing new reads no message."""
         if revision is not None and (not isinstance(revision, str) or len(revision) > 64):
             raise InvalidInput("revision", "must be a revision from an earlier read, or None")
-        return await self._r(tree.since, session_id, revision)
+        return await self._r(reading.since, session_id, revision)
 
     async def list_branches(self, session_id: str) -> list[Branch]:
         """Every leaf of the session's message tree, oldest first; usually one is the head."""
@@ -323,7 +362,7 @@ class Store:
             if head_pk is None:
                 context.freeze(conn, config, session_id)  # the session is cleared
             else:
-                head_id = tree.message_id(conn, head_pk)
+                head_id = rows.message_id(conn, head_pk)
             return Deleted.model_construct(
                 session_id=session_id, messages_deleted=count, head_id=head_id
             )
@@ -416,7 +455,7 @@ class Store:
             return view
 
         def run(conn: sqlite3.Connection) -> ContextView:
-            tree.session_row(conn, session_id, "1")
+            rows.session_row(conn, session_id, "1")
             context.freeze(conn, config, session_id)
             return context.view(conn, config, session_id)
 

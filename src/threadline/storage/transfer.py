@@ -20,7 +20,7 @@ from typing import Annotated, Any, Literal, Protocol
 from pydantic import BaseModel, ConfigDict, Field, JsonValue, ValidationError
 
 from threadline.config import Config, Limits
-from threadline.storage import tree, validate
+from threadline.storage import reading, rows, tree, validate
 from threadline.storage.errors import InvalidInput, SessionExists
 from threadline.storage.models import Content, MessageIn, Role
 from threadline.text import ID_PATTERN, now
@@ -150,7 +150,7 @@ def export(conn: sqlite3.Connection, sink: Sink, session_ids: list[str] | None) 
         ]
     ids = list(dict.fromkeys(session_ids))
     for sid in ids:
-        tree.session_row(conn, sid, "1")  # each must exist before anything is written
+        rows.session_row(conn, sid, "1")  # each must exist before anything is written
     (messages,) = conn.execute(
         "SELECT count(*) FROM messages WHERE session_id IN (SELECT value FROM json_each(?))",
         (json.dumps(ids),),
@@ -183,7 +183,7 @@ def dump_session(conn: sqlite3.Connection, session_id: str) -> SessionRecord:
         "created_at": "created_at",
         "updated_at": "updated_at",
     }
-    row = tree.session_row(conn, session_id, ", ".join(columns.values()))
+    row = rows.session_row(conn, session_id, ", ".join(columns.values()))
     fields: dict[str, Any] = dict(zip(columns, row, strict=True))
     fields["metadata"] = _json(fields["metadata"])
     messages = [
@@ -403,7 +403,7 @@ def load_session(conn: sqlite3.Connection, record: SessionRecord) -> ImportedSes
     head_pk = None if record.head_id is None else placed[record.head_id][0]
     conn.execute(
         "UPDATE sessions SET head_pk = ?, message_count = ?, token_estimate = ? WHERE id = ?",
-        (head_pk, len(placed), tree.effective_tokens(conn, sid, head_pk), sid),
+        (head_pk, len(placed), reading.effective_tokens(conn, sid, head_pk), sid),
     )
     return ImportedSession(session_id=sid, messages=len(placed), renumbered=renumbered)
 

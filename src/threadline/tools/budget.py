@@ -15,6 +15,7 @@ import json
 from typing import Any
 
 from threadline.storage import Branch, History, Message
+from threadline.storage.cutting import cut
 
 RESULT_BUDGET_CHARS = 60_000
 BRANCH_BUDGET_CHARS = 20_000
@@ -50,12 +51,6 @@ def fit(history: History, budget: int = RESULT_BUDGET_CHARS) -> History:
     return history.model_copy(
         update={"messages": messages, "has_more": True, "next_before": messages[0].id}
     )
-
-
-def cut(text: str, keep: int) -> str:
-    if len(text) <= keep:
-        return text
-    return f"{text[:keep]}… [{len(text) - keep} more characters not shown]"
 
 
 def shorten(content: Any, room: int) -> Any:

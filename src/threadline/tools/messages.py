@@ -103,11 +103,13 @@ def register(mcp: MCPServer[Any], runtime: Runtime) -> None:
         Compacted ranges read as one summary message (id 'compaction:N'). Use it to resume a
         thread; use session_search to find something without reading everything.
         """
+        arguments = (session_id, leaf_id, limit, before, include_compacted, truncate_tool_output)
+        every = None
         async with using(runtime) as store:
-            history = await store.get_history(
-                session_id, leaf_id, limit, before, include_compacted, truncate_tool_output
-            )
-            every = await store.list_branches(session_id) if include_branches else None
+            if include_branches:  # one snapshot: the page and the branches agree
+                history, every = await store.get_history_and_branches(*arguments)
+            else:
+                history = await store.get_history(*arguments)
         if every is None:
             return HistoryPage.model_construct(**dict(fit(history)), branches=None)
         branches = fit_branches(every)
