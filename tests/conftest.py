@@ -1,6 +1,8 @@
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import shutil
+import tempfile
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -50,3 +52,17 @@ def spawned(monkeypatch: pytest.MonkeyPatch) -> list[Process]:
 
     monkeypatch.setattr(mcp_stdio, "_create_platform_compatible_process", record)
     return processes
+
+
+@pytest.fixture
+def public_tmp() -> Iterator[Path]:
+    """A directory an unprivileged server can reach (pytest's tmp_path is root-only)."""
+    path = Path(tempfile.mkdtemp(prefix="threadline-faults-"))
+    path.chmod(0o755)
+    try:
+        yield path
+    finally:
+        for sub in path.rglob("*"):
+            if sub.is_dir():
+                sub.chmod(0o755)
+        shutil.rmtree(path)

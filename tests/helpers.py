@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import socket
 import sqlite3
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -121,3 +122,20 @@ async def eventually(condition: Callable[[], bool], seconds: float) -> bool:
     while not condition() and anyio.current_time() < deadline:  # noqa: ASYNC110
         await anyio.sleep(0.01)
     return condition()
+
+
+# -- raw HTTP ---------------------------------------------------------------------------------
+
+MODERN, LEGACY = "2026-07-28", "2025-11-25"
+INITIALIZE = {
+    "jsonrpc": "2.0",
+    "id": 1,
+    "method": "initialize",
+    "params": {
+        "protocolVersion": LEGACY,
+        "capabilities": {},
+        "clientInfo": {"name": "raw-http-test", "version": "0"},
+    },
+}
+MCP_HEADERS = {"Accept": "application/json, text/event-stream", "Content-Type": "application/json"}
+HEX_DB = re.compile(r"^[0-9a-f]{32}\.db$")

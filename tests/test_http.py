@@ -14,14 +14,9 @@ import json
 import os
 import re
 import secrets
-import signal
-import socket
 import stat
-import subprocess
-import sys
 import threading
 import time
-import unicodedata
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -35,8 +30,6 @@ import pytest
 import uvicorn
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
-from hypothesis import given, settings
-from hypothesis import strategies as st
 from mcp import Client, MCPError
 from mcp.client.sse import sse_client
 from mcp.client.streamable_http import streamable_http_client
@@ -45,28 +38,13 @@ from mcp.server.auth.middleware.bearer_auth import AuthenticatedUser
 from mcp.server.auth.provider import AccessToken
 from starlette.applications import Starlette
 
-from tests.helpers import call, dump, eventually
+from tests.helpers import HEX_DB, INITIALIZE, LEGACY, MCP_HEADERS, MODERN, call, dump, eventually
 from threadline import Config
 from threadline.config import Http
 from threadline.paths import STATIC_ISSUER, user_file
 from threadline.server.auth import JWTVerifier, StaticTokenVerifier, TokenFile
 from threadline.server.http import HttpOptions, Transport, build_http_app, server_config
 from threadline.server.stores import UserStores
-
-MODERN, LEGACY = "2026-07-28", "2025-11-25"
-INITIALIZE = {
-    "jsonrpc": "2.0",
-    "id": 1,
-    "method": "initialize",
-    "params": {
-        "protocolVersion": LEGACY,
-        "capabilities": {},
-        "clientInfo": {"name": "raw-http-test", "version": "0"},
-    },
-}
-MCP_HEADERS = {"Accept": "application/json, text/event-stream", "Content-Type": "application/json"}
-HEX_DB = re.compile(r"^[0-9a-f]{32}\.db$")
-
 
 # -- serving ----------------------------------------------------------------------------------
 
@@ -1058,207 +1036,6 @@ async def test_stores_released_together_are_evicted_without_error(tmp_path: Path
                 release.set()
             assert errors == []
             assert stores.open_count == 1
-
-
-# -- 8. the command line ------------------------------------------------------------------------
-
-
-def cli_env(tmp_path: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("THREADLINE_")}
-    env["XDG_DATA_HOME"] = str(tmp_path / "xdg")
-    return env
-
-
-def threadline(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "threadline", *args],
-        capture_output=True,
-        text=True,
-        timeout=30,
-        env=cli_env(tmp_path),
-        check=False,
-    )
-
-
-def free_port(host: str = "0.0.0.0") -> int:
-    with socket.socket() as s:
-        s.bind((host, 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
-def test_serve_refuses_a_public_bind_without_auth(tmp_path: Path) -> None:
-    for transport in ("streamable-http", "sse"):
-        port, data = str(free_port()), str(tmp_path / "d")
-        done = threadline(tmp_path, "serve", "--transport", transport, "--host", "0.0.0.0",
-                          "--port", port, "--data-dir", data)  # fmt: skip
-        assert done.returncode == 2, done.stderr
-        assert "--no-auth" in done.stderr and "0.0.0.0" in done.stderr
-        assert done.stdout == ""
-    assert not (tmp_path / "d").exists()
-
-
-def test_serve_names_an_option_out_of_range(tmp_path: Path) -> None:
-    done = threadline(tmp_path, "serve", "--transport", "streamable-http", "--port", "70000",
-                      "--data-dir", str(tmp_path / "d"))  # fmt: skip
-    assert done.returncode == 2, done.stderr
-    assert "--port: input should be less than or equal to 65535" in done.stderr, done.stderr
-    assert "Traceback" not in done.stderr and done.stdout == ""
-
-
-def test_serve_with_no_auth_starts_warns_and_still_checks_hosts(tmp_path: Path) -> None:
-    port = free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "threadline", "serve", "--transport", "streamable-http",
-         "--host", "0.0.0.0", "--port", str(port), "--no-auth", "--data-dir", str(tmp_path / "d"),
-         "--allow-host", "threadline.example"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=cli_env(tmp_path),
-    )  # fmt: skip
-    try:
-        base = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 20
-        while True:
-            assert proc.poll() is None, proc.communicate()
-            try:
-                health = httpx2.get(base + "/healthz", headers={"Host": "threadline.example"})
-                break
-            except httpx2.TransportError:
-                assert time.monotonic() < deadline, "the server did not start"
-                time.sleep(0.1)
-        assert (health.status_code, health.json()) == (200, {"status": "ok"})
-        body = json.dumps(INITIALIZE)
-        for host, expected in (("threadline.example", 200), ("evil.example", 421)):
-            response = httpx2.post(base + "/mcp", content=body,
-                                   headers={**MCP_HEADERS, "Host": host})  # fmt: skip
-            assert response.status_code == expected, (host, response.text)
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        stdout, stderr = proc.communicate(timeout=20)
-    assert "WITHOUT authentication" in stderr and "--no-auth" in stderr
-    assert stdout == ""
-
-
-def test_token_commands_add_list_and_revoke(tmp_path: Path) -> None:
-    tokens_file = tmp_path / "secret" / "tokens.json"
-    added = threadline(tmp_path, "token", "add", "alice", "--tokens-file", str(tokens_file))
-    assert added.returncode == 0, added.stderr
-    token = added.stdout.strip()
-    assert added.stdout == token + "\n" and token.startswith("tl_") and len(token) >= 40
-    assert "shown only once" in added.stderr and token not in added.stderr
-    assert stat.S_IMODE(tokens_file.stat().st_mode) == 0o600
-    text = tokens_file.read_text()
-    assert token not in text and token[3:] not in text
-    assert hashlib.sha256(token.encode()).hexdigest() in text
-    entry = TokenFile(tokens_file).find(token)
-    assert entry is not None and entry.user == "alice"
-    assert anyio.run(StaticTokenVerifier(TokenFile(tokens_file)).verify_token, token) is not None
-
-    listed = threadline(tmp_path, "token", "list", "--tokens-file", str(tokens_file))
-    assert listed.returncode == 0
-    assert listed.stdout.splitlines() == [f"{entry.id}\talice\t{entry.created_at}"]
-    assert token not in listed.stdout
-
-    unknown = threadline(tmp_path, "token", "revoke", "mallory", "--tokens-file", str(tokens_file))
-    assert unknown.returncode == 2 and "mallory" in unknown.stderr
-
-    revoked = threadline(tmp_path, "token", "revoke", "alice", "--tokens-file", str(tokens_file))
-    assert revoked.returncode == 0, revoked.stderr
-    assert entry.id in revoked.stderr
-    assert TokenFile(tokens_file).entries() == [] and TokenFile(tokens_file).find(token) is None
-    assert stat.S_IMODE(tokens_file.stat().st_mode) == 0o600
-    listed = threadline(tmp_path, "token", "list", "--tokens-file", str(tokens_file))
-    assert (listed.returncode, listed.stdout) == (0, "")
-
-
-# -- 9. the user-to-file mapping ----------------------------------------------------------------
-
-DATA_DIR = Path("/srv/threadline-data")
-ROOT = DATA_DIR / "users"
-FRAGMENTS = [
-    "../", "..\\", "/", "\\", "..", ".", "\x00", "%2e%2e", "%2e%2e%2f", "%00", "~", "$HOME",
-    "CON", "con", "con.txt", "NUL", "COM1", "LPT1", "COM¹", "AUX.db", "a:b", "x::$DATA",
-    "alice", "Alice", "ALICE", "alice.", "alice ", " alice", "alice\t",
-    "Straße", "STRASSE", "strasse", "ß", "ss", "K", "\u212a", "k", "ı", "i", "I", "İ", "ſ",
-    "\u202e", "\u200b", "\u200d", "\ufeff", "👩\u200d💻", "👩", "💻",
-    "café", "cafe\u0301", "Å", "A\u030a", "\u212b", "ﬁ", "ｆｕｌｌ",
-    "\ud800", "\udfff", "\ud83d\ude00", "😀", "\ud83d",
-    "x" * 300, "é" * 150, ":" * 10, "<>|?*\"",
-]  # fmt: skip
-SUBJECTS = st.one_of(
-    st.lists(st.sampled_from(FRAGMENTS), min_size=1, max_size=5).map("".join),
-    st.text(st.characters(exclude_categories=()), max_size=40),
-    st.text(st.characters(min_codepoint=0xD800, max_codepoint=0xDFFF, exclude_categories=())),
-    st.text(max_size=300),
-    st.lists(st.sampled_from(FRAGMENTS), min_size=1, max_size=3)
-    .map("".join)
-    .map(lambda s: unicodedata.normalize("NFD", s)),
-)
-# Issuers are configured by the operator (a JWT's iss must equal --jwt-issuer), never chosen by a
-# caller, and cannot hold NUL (they come from argv or TOML); subjects are the attacker's.
-ISSUERS = st.one_of(
-    st.sampled_from([STATIC_ISSUER, ISSUER, ISSUER + "/", ISSUER.upper(), "https://idp.example/b"]),
-    st.text(st.characters(exclude_characters="\x00", exclude_categories=("Cs",)), min_size=1),
-)
-SEEN: dict[Path, tuple[str, str]] = {}
-
-
-def assert_safe(path: Path) -> None:
-    assert path.parent == ROOT
-    assert HEX_DB.match(path.name), path.name
-    assert os.path.normpath(path) == str(path)
-    assert os.path.commonpath([os.path.abspath(path), str(ROOT)]) == str(ROOT)
-
-
-@settings(max_examples=200, deadline=None)
-@given(issuer=ISSUERS, subject=SUBJECTS, other_issuer=ISSUERS)
-def test_every_identity_maps_to_one_hashed_file_inside_the_users_directory(
-    issuer: str, subject: str, other_issuer: str
-) -> None:
-    path = user_file(DATA_DIR, (issuer, subject))
-    assert_safe(path)
-    assert user_file(DATA_DIR, (issuer, subject)) == path
-    assert SEEN.setdefault(path, (issuer, subject)) == (issuer, subject)
-    if other_issuer != issuer:
-        assert user_file(DATA_DIR, (other_issuer, subject)) != path
-
-
-@settings(max_examples=200, deadline=None)
-@given(st.lists(st.tuples(ISSUERS, SUBJECTS), min_size=2, max_size=25, unique=True))
-def test_distinct_identities_get_distinct_files(identities: list[tuple[str, str]]) -> None:
-    paths = [user_file(DATA_DIR, identity) for identity in identities]
-    for path in paths:
-        assert_safe(path)
-    assert len(set(paths)) == len(identities)
-
-
-def test_lookalike_subjects_get_distinct_files() -> None:
-    groups = [
-        ["café", "cafe\u0301"],
-        ["Å", "A\u030a", "\u212b"],
-        ["alice", "Alice", "ALICE", "alice.", "alice ", "alice\u200b", "\u202ealice", "ａｌｉｃｅ"],
-        ["k", "K", "\u212a"],
-        ["i", "I", "ı", "İ"],
-        ["straße", "STRASSE", "strasse", "Strasse"],
-        ["con", "CON", "con.txt", "CON.", "con "],
-        ["../alice", "..\\alice", "alice/..", "%2e%2e/alice", "alice\x00"],
-        ["😀", "\ud83d\ude00", "\ud83d", "\ude00"],
-    ]
-    for group in groups:
-        paths = {user_file(DATA_DIR, (ISSUER, subject)) for subject in group}
-        assert len(paths) == len(group), group
-        for path in paths:
-            assert_safe(path)
-    same = {user_file(DATA_DIR, (issuer, "alice")) for issuer in (STATIC_ISSUER, ISSUER, "x")}
-    assert len(same) == 3
-
-
-def test_identities_that_differ_only_in_where_a_nul_falls_get_distinct_files() -> None:
-    root = Path("/srv/threadline-data")
-    assert user_file(root, ("a\x00b", "c")) != user_file(root, ("a", "b\x00c"))
-    assert user_file(root, ("ab", "c")) != user_file(root, ("a", "bc"))
 
 
 async def test_the_auth_challenge_points_at_the_public_url(
