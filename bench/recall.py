@@ -27,7 +27,7 @@ from bench.stats import Row
 from bench.text import WordSalad
 from bench.workloads import Results, Sizes, scratch
 from threadline import Store
-from threadline.storage.search import STOP_WORDS
+from threadline.storage.words import STOP_WORDS
 
 _TOKEN = re.compile(r"\w+")
 _WORK = "8. recall on LoCoMo"

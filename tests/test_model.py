@@ -69,7 +69,7 @@ from threadline import (
     ThreadlineError,
 )
 from threadline.config import Compaction
-from threadline.storage import search
+from threadline.storage import words
 
 EXAMPLES = int(os.environ.get("THREADLINE_MODEL_EXAMPLES", "0") or 0)
 STEPS = int(os.environ.get("THREADLINE_MODEL_STEPS", "40"))
@@ -131,7 +131,7 @@ def term_matches(term: str, text: str) -> bool:
     return term.lower() in text.lower()
 
 
-_STEMS = search._Tokenizer()  # the word index's stemmer, as the oracle of word forms
+_STEMS = words.Tokenizer()  # the word index's stemmer, as the oracle of word forms
 
 
 def searchable(
@@ -167,7 +167,7 @@ def matching(query: str, texts: dict[Any, str]) -> set[Any]:
     holding every term; else, or when none does, those holding a word of the query (its stop
     words left out unless it is all stop words), stems compared; a query without a quoted
     phrase and with no word stored finds those holding every term."""
-    parsed = search.parse(query, DEFAULTS)
+    parsed = words.parse(query, DEFAULTS)
     exact = {k for k, text in texts.items() if all(term_matches(t, text) for t in parsed.terms)}
     if parsed.exact and exact:
         return exact

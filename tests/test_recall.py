@@ -17,7 +17,7 @@ import pytest
 from tests.helpers import integrity
 from tests.test_search import ids, seed
 from threadline import Config, InvalidInput, Store
-from threadline.storage import schema, search
+from threadline.storage import indexing, schema, search, words
 
 STORES = ["store", "eager_store"]
 
@@ -248,7 +248,7 @@ def test_the_query_tokenizer_is_the_word_index_tokenizer() -> None:
     statements = " ".join(
         statement for _, migration in schema.MIGRATIONS for statement in migration
     )
-    assert f"tokenize = '{search.WORD_TOKENIZER}'" in statements
+    assert f"tokenize = '{words.WORD_TOKENIZER}'" in statements
 
 
 # -- migration: the word index of a store that had none ---------------------------------------
@@ -303,12 +303,12 @@ async def test_opening_a_store_builds_the_missing_word_index_resuming_a_killed_b
     conn = sqlite3.connect(db_path, isolation_level=None, factory=_KilledAfterOneChunk)
     try:
         with pytest.raises(KeyboardInterrupt):
-            search.backfill_words(conn, chunk=15)
+            indexing.backfill_words(conn, chunk=15)
     finally:
         conn.close()
     assert _words_pk(db_path) == (25, 50)  # the first chunk stays; the second rolled back
 
-    caplog.set_level("INFO", logger="threadline.storage.search")
+    caplog.set_level("INFO", logger="threadline.storage.indexing")
     async with Store.open(db_path, config) as store:
         assert _words_pk(db_path) == (50, 50)
         found = await store.session_search("What did the notes say about orchards?", limit=50)

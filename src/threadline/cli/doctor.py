@@ -23,8 +23,8 @@ from threadline.cli.serve import tokens_path
 from threadline.config import Config, ConfigError
 from threadline.paths import LOCAL_STORE, STATIC_ISSUER, USERS_DIR, default_data_dir, user_file
 from threadline.server.auth import TokenFile, TokenFileError
+from threadline.storage.indexing import newest_pk
 from threadline.storage.schema import APPLICATION_ID, LATEST
-from threadline.storage.search import newest_pk
 
 Level = Literal["ok", "warn", "fail"]
 

@@ -116,7 +116,7 @@ _V1 = (
 
 # Ranked search: a word index (stemmed) beside the trigram one, with its own watermark so a
 # store that held messages before it existed gets them indexed after the migration, in
-# resumable chunks (``search.backfill_words``). Both indexes merge segments 8 at a time, not
+# resumable chunks (``indexing.backfill_words``). Both indexes merge segments 8 at a time, not
 # FTS5's default 4: indexing a chunk of 64 messages costs about a quarter less, which pays for
 # the second index (bench/README.md).
 _V2 = (

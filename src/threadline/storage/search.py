@@ -57,14 +57,15 @@ from typing import Any, Literal
 from threadline.config import Config
 from threadline.storage import engine, validate
 from threadline.storage.errors import InvalidInput
+from threadline.storage.indexing import newest_pk
 from threadline.storage.models import Neighbour, SearchHit, SearchResults
 from threadline.storage.rows import session_row
+from threadline.storage.words import WORD, Query, Tokenizer, fts_match, parse, quote
 
 log = logging.getLogger(__name__)
 
 Order = Literal["relevance", "newest", "oldest"]
 
-WORD_TOKENIZER = "porter unicode61 remove_diacritics 2"
 SNIPPET_CHARS = 160
 NEIGHBOUR_CHARS = 300
 MAX_OFFSET = 10_000
@@ -77,112 +78,13 @@ NEIGHBOURS = (0.4, 0.15)  # share of a hit's score given 1 and 2 steps away on i
 DF_SAMPLE = 20_000  # a word's messages counted; beyond, its frequency is extrapolated
 COMMON = 1_000  # exact search: a term in this many messages or more weighs as common
 K1, B = 1.2, 0.75  # bm25's usual constants, as FTS5 uses them (exact search)
-BACKFILL_CHUNK = 20_000
 
-# English stop words: glue that says nothing about what a message is about.
-_STOP = """a about above after again against all am an and any are as at be because been before
-    being below between both but by can could did do does doing down during each few for from
-    further had has have having he her here hers herself him himself his how i if in into is
-    it its itself just me more most my myself no nor not now of off on once only or other our
-    ours ourselves out over own same she should so some such than that the their theirs them
-    themselves then there these they this those through to too under until up very was we
-    were what when where which while who whom why will with would you your yours yourself
-    yourselves s t d ll m re ve don doesn didn isn wasn aren weren hasn haven hadn won"""
-STOP_WORDS = frozenset(_STOP.split())
-_WORD = re.compile(r"[^\W_]+")
-_PHRASE = re.compile(r'"([^"]*)"')
 _EDGES = re.compile(r"^\W+|\W+$")  # punctuation around a term ("dog?")
 
 _HIT_COLUMNS = """m.pk, m.session_id, s.title, m.id, m.role, m.created_at,
                   coalesce(m.body, m.content)"""
 _TEXT = "coalesce(m.body, m.content)"
 _FROM = "FROM messages m JOIN sessions s ON s.id = m.session_id"
-
-
-# -- indexing ---------------------------------------------------------------------------
-
-
-def newest_pk(conn: sqlite3.Connection) -> int:
-    """The pk of the newest message ever stored (0 for none): it grows with every insert."""
-    row = conn.execute("SELECT seq FROM sqlite_sequence WHERE name = 'messages'").fetchone()
-    return int(row[0]) if row else 0
-
-
-def index_pending(conn: sqlite3.Connection, at_least: int = 1, at_most: int | None = None) -> int:
-    """Index messages above the watermarks, oldest first, if ``at_least`` of them wait; at
-    most ``at_most`` (all if None). Returns how many it indexed."""
-    indexed, words = conn.execute("SELECT indexed_pk, words_pk FROM search_state").fetchone()
-    top = newest_pk(conn)
-    if top - indexed < at_least:
-        return 0
-    if at_most is not None:
-        top = min(top, indexed + at_most)
-    _index(conn, "fts_trigram", indexed, top)
-    _index(conn, "fts_words", words, top)
-    conn.execute("UPDATE search_state SET indexed_pk = ?, words_pk = ?", (top, top))
-    return int(top - indexed)
-
-
-def _index(conn: sqlite3.Connection, table: str, since: int, top: int) -> None:
-    """Add the messages with ``since < pk <= top`` to one index."""
-    conn.execute(
-        f"INSERT INTO {table} (rowid, body) "
-        "SELECT pk, coalesce(body, content) FROM messages WHERE pk > ? AND pk <= ?",
-        (since, top),
-    )
-
-
-def backfill_words(conn: sqlite3.Connection, chunk: int = BACKFILL_CHUNK) -> None:
-    """Build the word index for messages a store held before it had one (schema 2).
-
-    Each chunk commits on its own, so a process killed midway resumes where it stopped, and
-    processes opening the store together share the work. Progress goes to the log.
-    """
-    while True:
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            indexed, words = conn.execute(
-                "SELECT indexed_pk, words_pk FROM search_state"
-            ).fetchone()
-            if words >= indexed:
-                conn.execute("COMMIT")
-                return
-            top = min(indexed, words + chunk)
-            _index(conn, "fts_words", words, top)
-            conn.execute("UPDATE search_state SET words_pk = ?", (top,))
-            conn.execute("COMMIT")
-        except BaseException:
-            if conn.in_transaction:
-                conn.rollback()
-            raise
-        log.info("word index for search: messages up to #%d of #%d indexed", top, indexed)
-
-
-# -- queries ----------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Query:
-    terms: list[str]  # whitespace-separated terms (quoted phrases whole), as typed
-    words: list[str]  # the words to rank by, lower-cased
-    exact: bool  # a quoted phrase asks for literal matching first
-
-
-def parse(query: object, config: Config) -> Query:
-    """The query's terms and words; the query is refused when empty or too long."""
-    limits = config.limits
-    text = validate.text(query, "query", limits.max_query_chars, allow_empty=False)
-    if "\x00" in text:
-        raise InvalidInput("query", "must not contain NUL characters")
-    phrases = [p for p in _PHRASE.findall(text) if p.strip()]
-    loose = _PHRASE.sub(" ", text) if phrases else text
-    terms = list(dict.fromkeys([*phrases, *loose.split()]))
-    if len(terms) > limits.max_query_terms:
-        limit = limits.max_query_terms
-        raise InvalidInput("query", f"has {len(terms)} terms; the limit is {limit}")
-    words = list(dict.fromkeys(_WORD.findall(text.lower())))
-    meaningful = [w for w in words if w not in STOP_WORDS]
-    return Query(terms, meaningful or words, bool(phrases))
 
 
 @dataclass(frozen=True)
@@ -233,7 +135,7 @@ class Searcher:
 
     def __init__(self, config: Config) -> None:
         self.config = config
-        self._tokens = _Tokenizer()
+        self._tokens = Tokenizer()
         self._frequency: dict[str, tuple[float, int]] = {}  # word -> (df, watermark then)
         self._tail: dict[int, frozenset[str]] = {}  # pk -> stems, above the word watermark
         self._summary_stems: dict[int, frozenset[str]] = {}  # -compaction pk -> stems
@@ -325,7 +227,7 @@ class Searcher:
                 f"{'JOIN messages m ON m.pk = f.rowid ' if where.sql else ''}"
                 f"WHERE fts_words MATCH ?{where.sql}"
             )
-            args += [weight[stem], _quote(by_stem[stem]), *where.args]
+            args += [weight[stem], quote(by_stem[stem]), *where.args]
             if df > BUDGET and not where.sql:  # alone over the budget: its newest messages
                 branch = f"SELECT * FROM ({branch} ORDER BY f.rowid DESC LIMIT ?)"
                 args.append(BUDGET)
@@ -398,7 +300,7 @@ class Searcher:
         count, oldest = conn.execute(
             "SELECT count(*), min(rowid) FROM (SELECT rowid FROM fts_words "
             "WHERE fts_words MATCH ? ORDER BY rowid DESC LIMIT ?)",
-            (_quote(word), DF_SAMPLE),
+            (quote(word), DF_SAMPLE),
         ).fetchone()
         df = float(count)
         if count == DF_SAMPLE:
@@ -497,7 +399,7 @@ class Searcher:
         # Ranked: bold the words that matched and terms that glue words (``run_query``),
         # not a word inside another ("name" in "named"); exact: every occurrence of a term.
         cores = [_EDGES.sub("", n) for n in needles]
-        glued = [core for core in cores if core and not _WORD.fullmatch(core)]
+        glued = [core for core in cores if core and not WORD.fullmatch(core)]
         hits = []
         for i, row in enumerate(rows):
             pk, session_id, title, message_id, role, created_at, text = row
@@ -552,15 +454,6 @@ def _when(key: int, summaries: dict[int, Summary]) -> tuple[int, int]:
     """Where a hit sorts in time: a message by its pk, a summary right after the last
     message it stands for."""
     return (summaries[key].end_pk, 1) if key in summaries else (key, 0)
-
-
-def _quote(text: str) -> str:
-    return '"' + text.replace('"', '""') + '"'
-
-
-def fts_match(words: Sequence[str]) -> str:
-    """FTS5 syntax for "every term, each as literal text"."""
-    return " ".join(_quote(w) for w in words)
 
 
 def _texts(conn: sqlite3.Connection, pks: list[int], where: Scope | None = None) -> dict[int, str]:
@@ -625,77 +518,6 @@ def _neighbour(row: Any) -> Neighbour:
     return Neighbour.model_construct(
         message_id=message_id, role=role, created_at=created_at, text=text
     )
-
-
-class _Tokenizer:
-    """The word index's own tokenizer, run on a private in-memory database, so that the
-    query, the unindexed tail and the snippets split and stem words exactly as the index."""
-
-    OPEN, CLOSE = "\ue000", "\ue001"
-
-    def __init__(self) -> None:
-        self._conn = sqlite3.connect(":memory:", check_same_thread=False, isolation_level=None)
-        self._conn.execute(
-            f"CREATE VIRTUAL TABLE t USING fts5 (body, tokenize = '{WORD_TOKENIZER}')"
-        )
-        self._conn.execute("CREATE VIRTUAL TABLE v USING fts5vocab (t, 'instance')")
-        self._lock = threading.Lock()
-
-    def _load(self, texts: Sequence[str]) -> None:
-        conn = self._conn
-        conn.execute("BEGIN")
-        conn.execute("DELETE FROM t")
-        conn.executemany("INSERT INTO t (rowid, body) VALUES (?, ?)", enumerate(texts))
-        conn.execute("COMMIT")
-
-    def stems(self, texts: Sequence[str]) -> list[set[str]]:
-        """The stems of each text's words."""
-        out: list[set[str]] = [set() for _ in texts]
-        with self._lock:
-            self._load(texts)
-            for doc, term in self._conn.execute("SELECT doc, term FROM v"):
-                out[doc].add(term)
-        return out
-
-    def words(self, words: Sequence[str]) -> list[tuple[str, set[str]]]:
-        """Each word with its stem, split where the tokenizer splits it (a few letters that
-        SQLite's Unicode tables do not know are separators to it): the word index keeps no
-        positions, so every word it is asked for must be one token."""
-        out = []
-        for word, stems in zip(words, self.stems(words), strict=True):
-            if len(stems) <= 1:
-                out.append((word, stems))
-                continue
-            kept = self.stems(list(word))
-            parts = "".join(c if s else " " for c, s in zip(word, kept, strict=True)).split()
-            out.extend(zip(parts, self.stems(parts), strict=True))
-        return out
-
-    def marks(self, texts: Sequence[str], words: Sequence[str]) -> list[list[tuple[int, int]]]:
-        """For each text, the spans of its words that stem like one of ``words``."""
-        out: list[list[tuple[int, int]]] = [[] for _ in texts]
-        if not words:
-            return out
-        match = " OR ".join(_quote(w) for w in words)
-        with self._lock:
-            self._load(texts)
-            rows = self._conn.execute(
-                "SELECT rowid, highlight(t, 0, ?, ?) FROM t WHERE t MATCH ?",
-                (self.OPEN, self.CLOSE, match),
-            ).fetchall()
-        for doc, marked in rows:
-            if self.OPEN in texts[doc] or self.CLOSE in texts[doc]:
-                continue  # the text holds our markers: bold nothing rather than the wrong thing
-            spans, position = [], 0
-            for piece in re.split(f"([{self.OPEN}{self.CLOSE}])", marked):
-                if piece == self.OPEN:
-                    start = position
-                elif piece == self.CLOSE:
-                    spans.append((start, position))
-                else:
-                    position += len(piece)
-            out[doc] = spans
-        return out
 
 
 # -- exact ------------------------------------------------------------------------------

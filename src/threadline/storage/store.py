@@ -21,6 +21,7 @@ from threadline.config import Config
 from threadline.storage import (
     compaction,
     context,
+    indexing,
     reading,
     rows,
     schema,
@@ -87,7 +88,7 @@ class Store:
         # request) must still release its connections and the write lock.
         with anyio.CancelScope(shield=True):
             try:
-                await self._db.write(search.index_pending)
+                await self._db.write(indexing.index_pending)
             except StoreError as exc:
                 log.warning("%s: search indexing skipped on close: %s", self.path, exc)
             finally:
@@ -556,11 +557,13 @@ class _Opening:
         config = self._config
         writer = await anyio.to_thread.run_sync(schema.open_writer, self._path, config)
         try:
-            await anyio.to_thread.run_sync(search.backfill_words, writer)
+            await anyio.to_thread.run_sync(indexing.backfill_words, writer)
         except BaseException:
             writer.close()
             raise
-        return Store(Database(self._path, config, writer, search.index_pending, search.newest_pk))
+        return Store(
+            Database(self._path, config, writer, indexing.index_pending, indexing.newest_pk)
+        )
 
     def __await__(self) -> Generator[Any, None, Store]:
         return self._open().__await__()
