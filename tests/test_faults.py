@@ -941,6 +941,12 @@ def check_storm(path: Path, source: list[str], storms: list[Storm], extra: set[s
     return len(landed) - len(acked)
 
 
+# A write lock left held by a cancelled call makes the next write wait out the busy timeout
+# (10 s); the calls after a storm must stay far below that. (Not a speed bound: a shared
+# machine's pauses reach 0.1 s now and then.)
+LOCK_LEFT_OVER = Config().busy_timeout / 10
+
+
 async def test_cancellation_storm_in_memory(tmp_path: Path, record_property: Record) -> None:
     # No idle-time search indexing, so that a held write lock can only be a left-over.
     runtime = LocalRuntime(tmp_path, Config(index_delay=60))
@@ -957,7 +963,7 @@ async def test_cancellation_storm_in_memory(tmp_path: Path, record_property: Rec
                 stop.set()
             times = await settle_and_time(client.call_tool, runtime.path, "mem", extra)
 
-    assert p99(times) < 0.1, times
+    assert p99(times) < LOCK_LEFT_OVER, times
     landed_anyway = check_storm(runtime.path, source, [storm], extra)
     check_ledger(runtime.path, "steady", steady_acked, steady_acked)
     consistent(runtime.path)
@@ -1070,7 +1076,7 @@ async def test_cancellation_storm_over_http(tmp_path: Path, record_property: Rec
 
     values: dict[str, object] = {}
     for name in names:
-        assert p99(times[name]) < 0.1, (name, times[name])
+        assert p99(times[name]) < LOCK_LEFT_OVER, (name, times[name])
         landed_anyway = check_storm(files[name], sources[name], [storms[name]], extra[name])
         check_ledger(files[name], "steady", steady_acked[name], steady_acked[name])
         consistent(files[name])

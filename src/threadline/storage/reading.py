@@ -214,12 +214,17 @@ def history(
     conn: sqlite3.Connection,
     session_id: str,
     *,
-    leaf_id: str | None,
-    limit: int | None,
-    before: str | None,
-    include_compacted: bool,
-    truncate_tool_output: int | None,
+    leaf_id: str | None = None,
+    limit: int | None = None,
+    before: str | None = None,
+    include_compacted: bool = False,
+    truncate_tool_output: int | None = None,
 ) -> History:
+    """The path to the head (or ``leaf_id``) as ``Store.get_history`` documents it."""
+    if limit is not None:
+        validate.limit(limit, "limit", 1, 100_000)
+    if truncate_tool_output is not None:
+        validate.limit(truncate_tool_output, "truncate_tool_output", 0, 10**9)
     head_pk, linear = session_row(conn, session_id, f"head_pk, {IS_LINEAR}")
     leaf_pk = head_pk if leaf_id is None else message_pk(conn, session_id, leaf_id, "leaf_id")
     comps = compactions(conn, session_id)

@@ -275,54 +275,24 @@ class Store:
         page before them. Compacted ranges read as their summary unless ``include_compacted``.
         ``truncate_tool_output`` shortens tool results older than the latest user turn.
         """
-        history, _ = await self._history(
-            session_id, leaf_id, limit, before, include_compacted, truncate_tool_output, False
+        return await self._r(
+            reading.history,
+            session_id,
+            leaf_id=leaf_id,
+            limit=limit,
+            before=before,
+            include_compacted=include_compacted,
+            truncate_tool_output=truncate_tool_output,
         )
-        return history
 
     async def get_history_and_branches(
-        self,
-        session_id: str,
-        leaf_id: str | None = None,
-        limit: int | None = None,
-        before: str | None = None,
-        include_compacted: bool = False,
-        truncate_tool_output: int | None = None,
+        self, session_id: str, **page: Any
     ) -> tuple[History, list[Branch]]:
-        """``get_history`` and ``list_branches``, read from one snapshot (so the page and the
-        branch list agree even while another writer appends)."""
-        history, branches = await self._history(
-            session_id, leaf_id, limit, before, include_compacted, truncate_tool_output, True
-        )
-        assert branches is not None
-        return history, branches
+        """``get_history(session_id, **page)`` and ``list_branches``, read from one snapshot
+        (so the page and the branch list agree even while another writer appends)."""
 
-    async def _history(
-        self,
-        session_id: str,
-        leaf_id: str | None,
-        limit: int | None,
-        before: str | None,
-        include_compacted: bool,
-        truncate_tool_output: int | None,
-        with_branches: bool,
-    ) -> tuple[History, list[Branch] | None]:
-        if limit is not None:
-            validate.limit(limit, "limit", 1, 100_000)
-        if truncate_tool_output is not None:
-            validate.limit(truncate_tool_output, "truncate_tool_output", 0, 10**9)
-
-        def run(conn: sqlite3.Connection) -> tuple[History, list[Branch] | None]:
-            history = reading.history(
-                conn,
-                session_id=session_id,
-                leaf_id=leaf_id,
-                limit=limit,
-                before=before,
-                include_compacted=include_compacted,
-                truncate_tool_output=truncate_tool_output,
-            )
-            return history, tree.branches(conn, session_id) if with_branches else None
+        def run(conn: sqlite3.Connection) -> tuple[History, list[Branch]]:
+            return reading.history(conn, session_id, **page), tree.branches(conn, session_id)
 
         return await self._r(run)
 

@@ -103,13 +103,15 @@ def register(mcp: MCPServer[Any], runtime: Runtime) -> None:
         Compacted ranges read as one summary message (id 'compaction:N'). Use it to resume a
         thread; use session_search to find something without reading everything.
         """
-        arguments = (session_id, leaf_id, limit, before, include_compacted, truncate_tool_output)
+        page: dict[str, Any] = {"leaf_id": leaf_id, "limit": limit, "before": before,
+                                "include_compacted": include_compacted,
+                                "truncate_tool_output": truncate_tool_output}  # fmt: skip
         every = None
         async with using(runtime) as store:
             if include_branches:  # one snapshot: the page and the branches agree
-                history, every = await store.get_history_and_branches(*arguments)
+                history, every = await store.get_history_and_branches(session_id, **page)
             else:
-                history = await store.get_history(*arguments)
+                history = await store.get_history(session_id, **page)
         if every is None:
             return HistoryPage.model_construct(**dict(fit(history)), branches=None)
         branches = fit_branches(every)
