@@ -29,7 +29,7 @@ def rules(policy: Retention, now: datetime | None = None) -> list[dict[str, Any]
     found: list[dict[str, Any]] = []
     if policy.ended_for is not None:
         span = duration(policy.ended_for)
-        assert span is not None  # the config's pattern holds
+        assert span is not None  # the config checked it
         found.append({"ended_before": (now - span).isoformat()})
     if policy.inactive_for is not None:
         span = duration(policy.inactive_for)

@@ -246,6 +246,8 @@ class Database:
         WAL index. Past ``WAL_RESTART_BYTES`` the writer waits a moment (0.1 s at most, writes
         queue meanwhile) for readers to leave the WAL, and truncates it; if some reader stays,
         it tries again once the WAL has grown as much again."""
+        if self._replaced:  # the path's WAL is another file's now
+            return
         try:
             size = self._sidecar("-wal").stat().st_size
         except OSError:
