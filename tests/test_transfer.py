@@ -26,7 +26,15 @@ from tests.helpers import dump, integrity
 from threadline import Store
 from threadline.cli import main
 from threadline.paths import LOCAL_STORE
-from threadline.storage import validate
+from threadline.storage import (
+    ExportUnreadable,
+    ImportRefused,
+    JsonlWriter,
+    JsonWriter,
+    atomic_output,
+    import_file,
+    validate,
+)
 
 pytestmark = pytest.mark.anyio
 
@@ -561,3 +569,54 @@ async def test_imported_summary_ids_stay_in_the_store_range_and_cursors_round_tr
         await store.get_history("trip", before=page.next_before)  # what it gives, it takes
     big = "compaction:" + str(2**63 - 1)
     assert validate.message_id(big) == big
+
+
+@pytest.mark.parametrize("writer", [JsonlWriter, JsonWriter])
+async def test_the_library_exports_to_a_file_and_imports_it_without_the_cli(
+    tmp_path: Path, writer: type[JsonlWriter]
+) -> None:
+    ids = await build_rich(tmp_path / "a.db")
+    export = tmp_path / "backup"
+    async with Store.open(tmp_path / "a.db") as store:
+        with atomic_output(export) as out:
+            header = await store.export(writer(out))
+    assert header.sessions == len(set(ids))
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".backup")] == []
+    seen: list[tuple[int, int]] = []
+    async with Store.open(tmp_path / "b.db") as store:
+        with export.open(encoding="utf-8") as source:
+            summary = await import_file(store, source, progress=lambda d, t: seen.append((d, t)))
+        assert sorted(s.session_id for s in summary.imported) == sorted(set(ids))
+        assert seen[-1] == (header.messages, header.messages)
+        with export.open(encoding="utf-8") as source, pytest.raises(ImportRefused) as refused:
+            await import_file(store, source)
+        assert sorted(refused.value.taken) == sorted(set(ids))
+        assert "pass skip_existing" in str(refused.value)
+        with export.open(encoding="utf-8") as source:
+            again = await import_file(store, source, skip_existing=True)
+        assert again.imported == [] and sorted(again.skipped_sessions) == sorted(set(ids))
+    assert await observe(tmp_path / "b.db", ids) == await observe(tmp_path / "a.db", ids)
+
+
+async def test_the_library_names_the_file_and_the_place_it_cannot_read(tmp_path: Path) -> None:
+    async with Store.open(tmp_path / "s.db") as store:
+        with pytest.raises(ExportUnreadable) as empty:
+            await import_file(store, io.StringIO(""), "backup.jsonl")
+        assert str(empty.value) == "backup.jsonl is empty"
+        bad = io.StringIO('{"type": "session"}\n')
+        with pytest.raises(ExportUnreadable) as headless:
+            await import_file(store, bad, "backup.jsonl")
+        assert str(headless.value) == (
+            "backup.jsonl is not a threadline export (it starts with no export header)"
+        )
+        assert (await store.list_sessions()).sessions == []
+
+
+async def test_a_failed_write_leaves_no_file_and_no_temporary(tmp_path: Path) -> None:
+    target = tmp_path / "out.jsonl"
+    target.write_text("the old backup\n", encoding="utf-8")
+    with pytest.raises(RuntimeError), atomic_output(target) as out:
+        out.write("half of a new one")
+        raise RuntimeError("stopped")
+    assert target.read_text(encoding="utf-8") == "the old backup\n"
+    assert [p.name for p in tmp_path.iterdir()] == ["out.jsonl"]

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections import defaultdict
 
 from threadline.cli.common import count, when
-from threadline.storage.transfer import MessageRecord, SessionRecord
+from threadline.storage import MessageRecord, SessionRecord
 from threadline.text import readable
 
 

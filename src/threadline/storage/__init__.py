@@ -1,14 +1,28 @@
 """The threadline store: sessions, message trees, compaction, context and search in SQLite.
 
-Knows nothing of MCP; the server wraps it.
+Knows nothing of MCP; the server wraps it. What the tools, the CLI and the server use is
+exported here: ``Store``, its models, its errors, and the export records with their writers
+and importer (``archive``). ``docs/architecture.md`` says which modules are SQLite's and which
+any backend shares.
 """
 
+from threadline.storage import archive
+from threadline.storage.archive import (
+    ImportSummary,
+    JsonlWriter,
+    JsonWriter,
+    atomic_output,
+    import_file,
+)
 from threadline.storage.errors import (
     BlockNotFound,
     BlockOverLimit,
     BlockReadOnly,
     Conflict,
+    ExportUnreadable,
     HeadMoved,
+    ImportRefused,
+    ImportStopped,
     InvalidInput,
     MessageConflict,
     MessageNotFound,
@@ -43,6 +57,14 @@ from threadline.storage.models import (
     SessionSummary,
     UsageTotals,
 )
+from threadline.storage.records import (
+    BlockRecord,
+    Header,
+    ImportedSession,
+    MessageRecord,
+    SessionRecord,
+    Sink,
+)
 from threadline.storage.store import Store
 
 __all__ = [
@@ -50,6 +72,7 @@ __all__ = [
     "BlockNotFound",
     "BlockOverLimit",
     "BlockReadOnly",
+    "BlockRecord",
     "BlockUsage",
     "Branch",
     "CompactionPlan",
@@ -58,14 +81,23 @@ __all__ = [
     "ContextBlock",
     "ContextView",
     "Deleted",
+    "ExportUnreadable",
     "HeadMoved",
+    "Header",
     "History",
     "HistoryDelta",
+    "ImportRefused",
+    "ImportStopped",
+    "ImportSummary",
+    "ImportedSession",
     "InvalidInput",
+    "JsonWriter",
+    "JsonlWriter",
     "Message",
     "MessageConflict",
     "MessageIn",
     "MessageNotFound",
+    "MessageRecord",
     "NotFound",
     "NothingToCompact",
     "Pruned",
@@ -77,10 +109,15 @@ __all__ = [
     "SessionInfo",
     "SessionList",
     "SessionNotFound",
+    "SessionRecord",
     "SessionSummary",
+    "Sink",
     "Store",
     "StoreError",
     "StoreUnusable",
     "ThreadlineError",
     "UsageTotals",
+    "archive",
+    "atomic_output",
+    "import_file",
 ]

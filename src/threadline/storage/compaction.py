@@ -22,7 +22,7 @@ from threadline.storage.models import CompactionPlan, CompactionResult, MessageI
 from threadline.storage.reading import Entry, effective_tokens, walk
 from threadline.storage.rows import Compaction, compactions, session_row
 from threadline.storage.sessions import insert_session
-from threadline.storage.tree import OMITTED, append, encode, ended, guard_head
+from threadline.storage.tree import OMITTED, append, ended, guard_head
 from threadline.text import new_id, now
 
 
@@ -188,6 +188,6 @@ def _split(
         MessageIn(id=m.id, role=m.role, content=m.content, name=m.name, metadata=m.metadata)
         for m in (entry.message() for entry in tail if entry.compaction is None)
     ]
-    append(conn, config, child, encode(seed, config))
+    append(conn, config, child, validate.encode(seed, config))
     conn.execute("UPDATE sessions SET status = 'ended' WHERE id = ?", (session_id,))
     return child

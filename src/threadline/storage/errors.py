@@ -102,3 +102,50 @@ class StoreError(ThreadlineError):
 
 class StoreUnusable(StoreError):
     """The file is not a threadline store this version can open; it was left untouched."""
+
+
+class ExportUnreadable(InvalidInput):
+    """An export file is not one this version can import; the message says where and why."""
+
+    def __init__(self, message: str) -> None:
+        ThreadlineError.__init__(self, message)
+        self.field = "file"
+        self.rule = message
+
+
+class ImportRefused(Conflict):
+    """An import would overwrite: session ids are taken, or user blocks hold other content."""
+
+    def __init__(self, taken: list[str], differing: list[str]) -> None:
+        self.taken = taken
+        self.differing = differing
+        super().__init__(
+            f"nothing imported: {self.problems}; pass skip_existing to leave those alone"
+        )
+
+    @property
+    def problems(self) -> str:
+        """What stands in the way, as one clause: ``2 sessions already exist (a, b); ...``."""
+        parts = []
+        if self.taken:
+            shown = ", ".join(self.taken[:5])
+            if len(self.taken) > 5:
+                shown += f" and {len(self.taken) - 5} more"
+            n = len(self.taken)
+            parts.append(f"{n:,} session{'' if n == 1 else 's'} already exist ({shown})")
+        if self.differing:
+            parts.append(f"user blocks {', '.join(self.differing)} hold other content")
+        return "; ".join(parts)
+
+
+class ImportStopped(ThreadlineError):
+    """A session of the file could not be imported after others were; those stay imported."""
+
+    def __init__(self, session_id: str, cause: ThreadlineError, imported: int) -> None:
+        super().__init__(
+            f"session {session_id}: {cause}. {imported} sessions were imported before it; fix "
+            "the file and run the import again with skip_existing for the rest"
+        )
+        self.session_id = session_id
+        self.cause = cause
+        self.imported = imported

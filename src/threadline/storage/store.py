@@ -23,6 +23,7 @@ from threadline.storage import (
     context,
     indexing,
     reading,
+    records,
     rows,
     schema,
     search,
@@ -123,7 +124,9 @@ class Store:
     ) -> SessionInfo:
         """Create a session (id chosen or generated), optionally seeded with messages."""
         config = self.config
-        batch = tree.encode(validate.messages(messages, config.limits), config) if messages else []
+        batch = []
+        if messages:
+            batch = validate.encode(validate.messages(messages, config.limits), config)
 
         def run(conn: sqlite3.Connection) -> SessionInfo:
             sid = sessions.create(conn, config, title, session_id, metadata)
@@ -257,7 +260,7 @@ class Store:
         if the head is still that: otherwise ``HeadMoved`` (a ``Conflict``) names the head and
         nothing changes, so two workers serving one thread cannot interleave their turns.
         """
-        batch = tree.encode(validate.messages(messages, self.config.limits), self.config)
+        batch = validate.encode(validate.messages(messages, self.config.limits), self.config)
         return await self._w(tree.append, self.config, session_id, batch, parent_id, expected_head)
 
     async def get_history(
@@ -493,24 +496,24 @@ class Store:
     # -- export and import --------------------------------------------------------------
 
     async def export(
-        self, sink: transfer.Sink, session_ids: list[str] | None = None
-    ) -> transfer.Header:
+        self, sink: records.Sink, session_ids: list[str] | None = None
+    ) -> records.Header:
         """Feed ``sink`` the sessions (default: all) and user blocks, from one snapshot."""
         return await self._r(transfer.export, sink, session_ids)
 
-    async def export_session(self, session_id: str) -> transfer.SessionRecord:
+    async def export_session(self, session_id: str) -> records.SessionRecord:
         """One session as it is stored: every branch, compaction, usage record and block."""
         return await self._r(transfer.dump_session, session_id)
 
-    async def import_session(self, record: transfer.SessionRecord) -> transfer.ImportedSession:
+    async def import_session(self, record: records.SessionRecord) -> records.ImportedSession:
         """Restore an exported session exactly, in one transaction; its id must be free."""
         return await self._w(transfer.load_session, record)
 
-    async def user_block_conflicts(self, blocks: list[transfer.BlockRecord]) -> list[str]:
+    async def user_block_conflicts(self, blocks: list[records.BlockRecord]) -> list[str]:
         """Labels of user blocks stored here with other content than ``blocks``."""
         return await self._r(transfer.block_conflicts, blocks)
 
-    async def import_user_blocks(self, blocks: list[transfer.BlockRecord]) -> int:
+    async def import_user_blocks(self, blocks: list[records.BlockRecord]) -> int:
         """Store the user blocks this store lacks; refuse all if any differs. Returns how many."""
         return await self._w(transfer.load_user_blocks, blocks)
 

@@ -1,7 +1,7 @@
 """The message tree: appending (to the head or as a branch), the head, branches, deleting.
 
-Writes validate and encode their messages before they are queued (``encode``), so the writer
-thread runs only SQL; reading the tree's paths is ``reading``.
+Writes validate and encode their messages before they are queued (``validate.encode``), so
+the writer thread runs only SQL; reading the tree's paths is ``reading``.
 """
 
 from __future__ import annotations
@@ -10,12 +10,12 @@ import sqlite3
 from typing import Any
 
 from threadline.config import Config
-from threadline.storage import validate
 from threadline.storage.errors import HeadMoved, InvalidInput, MessageConflict, SessionEnded
-from threadline.storage.models import AppendResult, Branch, Message, MessageIn
+from threadline.storage.models import AppendResult, Branch, Message
 from threadline.storage.reading import effective_tokens, walk
 from threadline.storage.rows import message_id, message_pk, session_row
-from threadline.text import ID_PATTERN, estimate_tokens, is_id, new_id, now, searchable_text
+from threadline.storage.validate import Encoded
+from threadline.text import new_id, now
 
 OMITTED: Any = object()  # parent_id not given: attach to the head
 
@@ -24,38 +24,6 @@ INSERT INTO messages (session_id, id, parent_pk, depth, path_tokens, role, conte
                       name, metadata, tokens, created_at)
 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 """
-
-Encoded = list[tuple[MessageIn, tuple[Any, ...]]]
-
-
-def encode(messages: list[MessageIn], config: Config) -> Encoded:
-    """Each message with its stored columns (``encode_message``): done by the caller, before
-    the write is queued, so the writer thread only runs SQL."""
-    return [(m, encode_message(m, i, config)) for i, m in enumerate(messages)]
-
-
-def encode_message(message: MessageIn, index: int, config: Config) -> tuple[Any, ...]:
-    """(role, content, is_json, body, name, metadata, tokens) as stored, after the size rules:
-    the columns of ``INSERT_MESSAGE`` between ``path_tokens`` and ``created_at``, in order."""
-    field = f"messages[{index}]"
-    if message.id is not None and not is_id(message.id):  # compaction:N ids are reserved
-        raise InvalidInput(f"{field}.id", f"must match {ID_PATTERN}")
-    limit = config.limits.max_message_chars
-    if isinstance(message.content, str):
-        content, is_json, body = message.content, 0, None
-        validate.unicode(content, f"{field}.content")
-    else:
-        content, is_json = validate.dump_json(message.content, f"{field}.content"), 1
-        body = searchable_text(message.content)
-    if len(content) > limit:
-        raise InvalidInput(
-            f"{field}.content", f"is {len(content)} characters; the limit is {limit} per message"
-        )
-    if message.name is not None:
-        validate.unicode(message.name, f"{field}.name")
-    meta = validate.metadata(message.metadata, f"{field}.metadata", config.limits)
-    tokens = estimate_tokens(content if body is None else body)
-    return message.role, content, is_json, body, message.name, meta, tokens
 
 
 def guard_head(conn: sqlite3.Connection, session_id: str, expected: Any) -> None:
@@ -98,7 +66,7 @@ def append(
     parent_id: Any = OMITTED,
     expected_head: Any = OMITTED,
 ) -> AppendResult:
-    """Append ``encoded`` messages (``encode``) to the head or under ``parent_id``."""
+    """Append ``encoded`` messages (``validate.encode``) to the head or under ``parent_id``."""
     guard_head(conn, session_id, expected_head)
     status, head_pk, estimate = session_row(conn, session_id, "status, head_pk, token_estimate")
     if status == "ended":

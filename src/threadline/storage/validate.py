@@ -1,4 +1,8 @@
-"""Input rules shared by every operation. Each failure names the field and the rule."""
+"""Input rules shared by every operation, and a message's stored form (``encode``).
+
+Each failure names the field and the rule. The stored form is the same on every backend:
+the content as text or JSON, its searchable text and its token estimate.
+"""
 
 from __future__ import annotations
 
@@ -11,10 +15,10 @@ from typing import Any
 from pydantic import TypeAdapter
 from pydantic import ValidationError as PydanticError
 
-from threadline.config import Limits
+from threadline.config import Config, Limits
 from threadline.storage.errors import InvalidInput
 from threadline.storage.models import MessageIn
-from threadline.text import ID_PATTERN, is_id
+from threadline.text import ID_PATTERN, estimate_tokens, is_id, searchable_text
 
 _MESSAGES = TypeAdapter(list[MessageIn])
 
@@ -153,3 +157,36 @@ def moment(value: object, field: str) -> str | None:
     if parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=UTC)
     return parsed.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+Encoded = list[tuple[MessageIn, tuple[Any, ...]]]
+
+
+def encode(messages: list[MessageIn], config: Config) -> Encoded:
+    """Each message with its stored columns (``encode_message``): done by the caller, before
+    the write is queued, so the writer thread only runs SQL."""
+    return [(m, encode_message(m, i, config)) for i, m in enumerate(messages)]
+
+
+def encode_message(message: MessageIn, index: int, config: Config) -> tuple[Any, ...]:
+    """(role, content, is_json, body, name, metadata, tokens) as stored, after the size rules:
+    the columns of ``INSERT_MESSAGE`` between ``path_tokens`` and ``created_at``, in order."""
+    field = f"messages[{index}]"
+    if message.id is not None and not is_id(message.id):  # compaction:N ids are reserved
+        raise InvalidInput(f"{field}.id", f"must match {ID_PATTERN}")
+    limit = config.limits.max_message_chars
+    if isinstance(message.content, str):
+        content, is_json, body = message.content, 0, None
+        unicode(content, f"{field}.content")
+    else:
+        content, is_json = dump_json(message.content, f"{field}.content"), 1
+        body = searchable_text(message.content)
+    if len(content) > limit:
+        raise InvalidInput(
+            f"{field}.content", f"is {len(content)} characters; the limit is {limit} per message"
+        )
+    if message.name is not None:
+        unicode(message.name, f"{field}.name")
+    meta = metadata(message.metadata, f"{field}.metadata", config.limits)
+    tokens = estimate_tokens(content if body is None else body)
+    return message.role, content, is_json, body, message.name, meta, tokens
