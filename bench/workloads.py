@@ -27,7 +27,7 @@ from bench.stats import Latencies, Row, Run, median, percentile
 from bench.text import WordSalad
 from threadline import Store
 from threadline.config import Config
-from threadline.storage.search import WINDOW
+from threadline.storage.exact import WINDOW
 from threadline.storage.words import fts_match
 
 clock = time.perf_counter

@@ -38,7 +38,7 @@ Call = Callable[[str, dict[str, Any]], Awaitable[CallToolResult]]
 NOBODY = 65534
 SOAK_S = float(os.environ.get("THREADLINE_SOAK") or 12)
 
-# What the tools say (engine._MESSAGES, schema refusals); the tests look for these words.
+# What the tools say (connection._MESSAGES, schema refusals); the tests look for these words.
 DAMAGED = "the database file is damaged"
 NOT_A_DATABASE = "is not a SQLite database; it was left untouched"
 NEWER = "newer than this threadline understands"

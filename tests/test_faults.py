@@ -148,7 +148,7 @@ def test_stdio_refusal_is_one_clear_line_on_stderr(tmp_path: Path) -> None:
 
 def test_the_commands_error_messages_name_exist() -> None:
     """Every `threadline ...` command an error message tells people to run exists."""
-    from threadline.storage.engine import _MESSAGES
+    from threadline.storage.connection import _MESSAGES
 
     named = {
         m.group(1) for text in _MESSAGES.values() for m in re.finditer(r"`threadline (\w+)", text)

@@ -17,7 +17,7 @@ import pytest
 from tests.helpers import integrity
 from tests.test_search import ids, seed
 from threadline import Config, InvalidInput, Store
-from threadline.storage import indexing, schema, search, words
+from threadline.storage import indexing, schema, snippets, words
 
 STORES = ["store", "eager_store"]
 
@@ -204,7 +204,7 @@ async def test_context_shortens_long_neighbours(any_store: Store) -> None:
 
     hit = (await any_store.session_search("answer", context=1)).hits[0]
 
-    assert len(hit.before[0].text) == search.NEIGHBOUR_CHARS
+    assert len(hit.before[0].text) == snippets.NEIGHBOUR_CHARS
     assert hit.before[0].text.endswith("…")
 
 

@@ -26,7 +26,7 @@ from hypothesis import strategies as st
 
 from tests.helpers import integrity
 from threadline import Config, InvalidInput, SessionNotFound, Store
-from threadline.storage import search
+from threadline.storage import exact
 from threadline.storage.models import SearchHit, SearchResults
 
 STORES = ["store", "eager_store"]
@@ -205,7 +205,7 @@ async def test_ranking_covers_the_whole_store_not_the_newest_messages(
     eager_store: Store,
 ) -> None:
     # The best hit is the oldest of WINDOW + 100 hits: newest first would put it last.
-    count = search.WINDOW + 100
+    count = exact.WINDOW + 100
     texts = ["a quokka and a zebra, the oldest"] + [
         f"a zebra seen on day {i}" for i in range(count)
     ]

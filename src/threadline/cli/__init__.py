@@ -13,7 +13,7 @@ import os
 import sys
 from typing import NoReturn
 
-from threadline.cli import doctor, hosts, serve, threads, transfer
+from threadline.cli import context, doctor, hosts, search, serve, sessions, transfer
 from threadline.cli.common import Env, UsageError, VisibleOutput, visible
 from threadline.config import ConfigError
 from threadline.storage import ThreadlineError
@@ -39,7 +39,10 @@ def parser() -> argparse.ArgumentParser:
     )
     commands = root.add_subparsers(dest="command", required=True, metavar="COMMAND")
     serve.add_parsers(commands)
-    threads.add_parsers(commands)
+    sessions.add_parsers(commands)
+    search.add_parsers(commands)
+    sessions.add_prune_parser(commands)
+    context.add_parsers(commands)
     transfer.add_parsers(commands)
     doctor.add_parsers(commands)
     hosts.add_parsers(commands)

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
+import anyio
 from pydantic import BaseModel
 
 from threadline.config import Config, load_config
@@ -220,3 +221,16 @@ def confirm(question: str) -> bool:
     sys.stderr.write(f"{question} [y/N] ")
     sys.stderr.flush()
     return sys.stdin.readline().strip().lower() in ("y", "yes")
+
+
+def on_store(command: Any) -> Any:
+    """A command ``run(args, env)`` that runs ``async command(args, store)`` on its store."""
+
+    def run(args: argparse.Namespace, env: Env) -> Any:
+        async def main() -> Any:
+            async with env.store(args) as store:
+                return await command(args, store)
+
+        return anyio.run(main)
+
+    return run

@@ -1,4 +1,4 @@
-"""SQLite plumbing: connection setup, the group-committing writer, the reader pool.
+"""The group-committing writer thread and the reader pool over one SQLite file.
 
 Every write is a plain function ``fn(conn) -> T`` that runs inside a ``BEGIN IMMEDIATE``
 transaction on the single writer connection, in the store's own writer thread. Concurrent
@@ -24,10 +24,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 import sqlite3
 import threading
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -36,93 +34,14 @@ import anyio
 import anyio.to_thread
 
 from threadline.config import Config
+from threadline.storage.connection import connect, translate
 from threadline.storage.errors import StoreError, ThreadlineError
+from threadline.storage.files import REPLACED, StoreFile
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
-F = TypeVar("F", bound=Callable[..., Any])
 Job = Callable[[sqlite3.Connection], Any]
-
-_MESSAGES = {
-    "SQLITE_BUSY": "the database is busy (another process holds it); try again",
-    "SQLITE_LOCKED": "the database is busy; try again",
-    "SQLITE_FULL": "storage is full (disk or file size limit); nothing was written",
-    "SQLITE_IOERR": "disk I/O error (is the disk full or failing?); nothing was written",
-    "SQLITE_READONLY": "the database is read-only here; nothing was written",
-    "SQLITE_CORRUPT": "the database file is damaged; stop every server using it, then restore it "
-    "from a backup",
-    "SQLITE_NOTADB": "the file is not a SQLite database",
-    "SQLITE_CANTOPEN": "the database file cannot be opened (missing directory or permissions)",
-    "SQLITE_NOMEM": "the database ran out of memory",
-}
-
-
-REPLACED = (
-    "the store file was replaced or removed while this server had it open, so it takes no "
-    "more reads or writes; stop the server and start it again (restore a backup only with "
-    "every server stopped, or with threadline import)"
-)
-
-
-def _identity(path: Path) -> tuple[int, int] | None:
-    """Which file ``path`` names now (device and inode); None if none."""
-    try:
-        found = os.stat(path)
-    except OSError:
-        return None
-    return found.st_dev, found.st_ino
-
-
-def translate(exc: sqlite3.Error) -> StoreError:
-    """A store error with a readable sentence, never SQLite's own text."""
-    name = getattr(exc, "sqlite_errorname", "") or ""
-    for prefix, message in _MESSAGES.items():
-        if name.startswith(prefix):
-            return StoreError(message)
-    return StoreError(f"storage error ({name or type(exc).__name__})")
-
-
-# SQL functions every connection gets: (name, number of arguments, implementation). The
-# modules whose SQL calls them add theirs when imported (``sql_function``).
-_FUNCTIONS: list[tuple[str, int, Callable[..., Any]]] = []
-
-
-def sql_function(name: str, arguments: int) -> Callable[[F], F]:
-    """Register ``fn`` as the deterministic SQL function ``name`` on every connection."""
-
-    def register(fn: F) -> F:
-        _FUNCTIONS.append((name, arguments, fn))
-        return fn
-
-    return register
-
-
-def connect(path: Path, config: Config, *, readonly: bool = False) -> sqlite3.Connection:
-    """One place that sets a connection up: busy timeout, foreign keys, sync level, the SQL
-    functions registered with ``sql_function``."""
-    conn = sqlite3.connect(
-        path,
-        timeout=config.busy_timeout,
-        isolation_level=None,
-        check_same_thread=False,
-        cached_statements=256,
-    )
-    try:
-        conn.execute("PRAGMA foreign_keys = ON")
-        conn.execute(f"PRAGMA synchronous = {config.synchronous}")
-        # After a checkpoint, a WAL file that grew (a big import, a reader holding a snapshot)
-        # is cut back to this size instead of keeping its peak on disk.
-        conn.execute("PRAGMA journal_size_limit = 67108864")
-        if readonly:
-            conn.execute("PRAGMA query_only = ON")
-        for name, arguments, fn in _FUNCTIONS:
-            conn.create_function(name, arguments, fn, deterministic=True)
-    except BaseException:
-        conn.close()
-        raise
-    return conn
-
 
 # The WAL size past which the writer starts it afresh (``Database._bound_wal``): four of
 # SQLite's automatic checkpoints' worth of 4 KiB pages, one WAL-index hash table.
@@ -187,11 +106,7 @@ class Database:
         self._closed = False
         self._stopping = False
         self._damaged: str | None = None  # set by the writer thread
-        # The file the writer has open: if the path comes to name another (a backup moved
-        # over it, or none), writing on would mix this file's WAL into the other one.
-        self._identity = _identity(path)
-        self._sidecars = {suffix: _identity(self._sidecar(suffix)) for suffix in ("-wal", "-shm")}
-        self._replaced = False
+        self._file = StoreFile(path)
         self._wal_limit = WAL_RESTART_BYTES
         self.on_commit: Callable[[int], None] | None = None  # see Store.observe_commits
         self._thread = threading.Thread(
@@ -236,7 +151,7 @@ class Database:
             if stopping:
                 return
             if self._backlog and self._damaged is None:  # writes paused: catch up, in chunks
-                self._backlog = self._still_ours() and self._maintain_alone()
+                self._backlog = self._file.still_ours() and self._maintain_alone()
 
     def _bound_wal(self) -> None:
         """Keep the WAL from growing without end. SQLite's own checkpoints copy the WAL into
@@ -246,10 +161,10 @@ class Database:
         WAL index. Past ``WAL_RESTART_BYTES`` the writer waits a moment (0.1 s at most, writes
         queue meanwhile) for readers to leave the WAL, and truncates it; if some reader stays,
         it tries again once the WAL has grown as much again."""
-        if self._replaced:  # the path's WAL is another file's now
+        if self._file.replaced:  # the path's WAL is another file's now
             return
         try:
-            size = self._sidecar("-wal").stat().st_size
+            size = self._file.sidecar("-wal").stat().st_size
         except OSError:
             return
         if size < self._wal_limit:
@@ -264,39 +179,6 @@ class Database:
         finally:
             conn.execute(f"PRAGMA busy_timeout = {int(self.config.busy_timeout * 1000)}")
         self._wal_limit = size + WAL_RESTART_BYTES if busy else WAL_RESTART_BYTES
-
-    def _still_ours(self) -> bool:
-        """Whether the path still names the file this store opened (checked before every
-        commit and read: one ``stat``)."""
-        if not self._replaced and _identity(self.path) != self._identity:
-            self._replaced = True
-            log.error("%s was replaced or removed while open; it takes no more calls", self.path)
-        return not self._replaced
-
-    def _sidecar(self, suffix: str) -> Path:
-        return self.path.with_name(self.path.name + suffix)
-
-    def _set_aside(self) -> None:
-        """The file was replaced (or removed) while open: save what this store holds (the
-        writes it acknowledged before the replacement included) beside the new file, and
-        remove the WAL and shared memory it used, which would otherwise be replayed into the
-        new file when it is next opened."""
-        stamp = time.strftime("%Y%m%dT%H%M%S") + f"-{time.time_ns() % 10**9:09d}"
-        aside = self.path.with_name(f"{self.path.name}.replaced-{stamp}.db")
-        try:
-            target = sqlite3.connect(aside)
-            try:
-                self._writer.backup(target)
-            finally:
-                target.close()
-            log.error("%s was replaced or removed while open; it is kept as %s", self.path, aside)
-        except (sqlite3.Error, OSError) as exc:
-            log.error("%s was replaced or removed while open; saving it failed: %s", self.path, exc)
-        self._writer.close()
-        for suffix, identity in self._sidecars.items():
-            if identity is not None and _identity(self._sidecar(suffix)) == identity:
-                with contextlib.suppress(OSError):
-                    self._sidecar(suffix).unlink()
 
     def _post(self, batch: list[_Pending]) -> None:
         by_loop: dict[asyncio.AbstractEventLoop, list[_Pending]] = {}
@@ -322,7 +204,7 @@ class Database:
 
     def _commit(self, batch: list[_Pending]) -> None:
         """One transaction for the whole batch; if it fails as a whole, each job alone."""
-        refused = self._damaged if self._still_ours() else REPLACED
+        refused = self._damaged if self._file.still_ours() else REPLACED
         if refused is not None:
             for job in batch:
                 job.error = StoreError(refused)
@@ -423,7 +305,7 @@ class Database:
         return result
 
     def read_sync(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        if not self._still_ours():
+        if not self._file.still_ours():
             raise StoreError(REPLACED)
         with self._readers_lock:
             conn = self._readers.pop() if self._readers else None
@@ -445,7 +327,9 @@ class Database:
     def size(self) -> int:
         """The bytes of the file and its WAL."""
         return sum(
-            found.stat().st_size for found in (self.path, self._sidecar("-wal")) if found.exists()
+            found.stat().st_size
+            for found in (self.path, self._file.sidecar("-wal"))
+            if found.exists()
         )
 
     def vacuum_sync(self) -> None:
@@ -487,6 +371,6 @@ class Database:
             readers, self._readers = self._readers, []
         for conn in readers:
             conn.close()
-        if self._replaced or not self._still_ours():
-            self._set_aside()
+        if self._file.replaced or not self._file.still_ours():
+            self._file.set_aside(self._writer)
         self._writer.close()

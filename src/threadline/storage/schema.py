@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 from threadline.config import Config
-from threadline.storage.engine import connect, translate
+from threadline.storage.connection import connect, translate
 from threadline.storage.errors import StoreUnusable
 from threadline.text import now
 

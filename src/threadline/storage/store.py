@@ -26,6 +26,7 @@ from threadline.storage import (
     records,
     rows,
     schema,
+    scope,
     search,
     sessions,
     transfer,
@@ -456,7 +457,7 @@ class Store:
         *,
         after: str | None = None,
         before: str | None = None,
-        order: search.Order = "relevance",
+        order: scope.Order = "relevance",
         context: int = 0,
     ) -> SearchResults:
         """Search every session (or one): ranked by the query's words, or exact when the

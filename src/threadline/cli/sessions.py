@@ -1,10 +1,9 @@
-"""``threadline sessions …``, ``threadline search`` and ``threadline context …``."""
+"""``threadline sessions …`` and ``threadline prune``: look after the threads of a store."""
 
 from __future__ import annotations
 
 import argparse
 import json
-import re
 import sys
 from datetime import UTC, datetime
 from typing import Any
@@ -14,18 +13,17 @@ import anyio
 from threadline import config
 from threadline.cli.common import (
     Commands,
-    Env,
     UsageError,
     add_common,
     confirm,
     count,
+    on_store,
     print_json,
     table,
     when,
 )
 from threadline.cli.render import session_markdown
 from threadline.storage import SessionSummary, Store
-from threadline.storage.search import MAX_CONTEXT
 
 
 def add_parsers(commands: Commands) -> None:
@@ -57,7 +55,7 @@ def add_parsers(commands: Commands) -> None:
     listing.add_argument(
         "--limit", type=int, default=50, help="at most this many (default 50; 0 for all)"
     )
-    listing.set_defaults(run=_sync(_list))
+    listing.set_defaults(run=on_store(_list))
 
     show = verbs.add_parser(
         "show",
@@ -71,13 +69,13 @@ def add_parsers(commands: Commands) -> None:
     show.add_argument("--leaf", help="show the branch ending at this message instead of the head")
     show.add_argument("--last", type=int, help="only the last N messages of the path")
     show.add_argument("--all", action="store_true", help="also print every other branch")
-    show.set_defaults(run=_sync(_show))
+    show.set_defaults(run=on_store(_show))
 
     rename = verbs.add_parser("rename", help="change a session's title")
     add_common(rename, store=True, json=True)
     rename.add_argument("session_id")
     rename.add_argument("title", help='the new title ("" removes it)')
-    rename.set_defaults(run=_sync(_rename))
+    rename.set_defaults(run=on_store(_rename))
 
     delete = verbs.add_parser(
         "delete", help="delete sessions with everything in them (asks first unless --yes)"
@@ -85,49 +83,17 @@ def add_parsers(commands: Commands) -> None:
     add_common(delete, store=True, json=True)
     delete.add_argument("session_ids", nargs="+", metavar="session_id")
     delete.add_argument("-y", "--yes", action="store_true", help="do not ask for confirmation")
-    delete.set_defaults(run=_sync(_delete))
+    delete.set_defaults(run=on_store(_delete))
 
     fork = verbs.add_parser("fork", help="copy a session's path into a new, independent session")
     add_common(fork, store=True, json=True)
     fork.add_argument("session_id")
     fork.add_argument("--at", metavar="MESSAGE_ID", help="fork at this message (default: head)")
     fork.add_argument("--title", help='default: the source title + " (fork)"')
-    fork.set_defaults(run=_sync(_fork))
+    fork.set_defaults(run=on_store(_fork))
 
-    search = commands.add_parser(
-        "search",
-        help="search across sessions, best match first",
-        description="QUERY is a question or keywords: messages holding more (and rarer) of "
-        "its words rank first, and word forms match (painted, painting). A phrase in double "
-        "quotes ('\"error 0x80070005\"') finds that exact text, parts of words included "
-        "(when no message holds it, its words rank as usual). Matches are highlighted.",
-    )
-    add_common(search, store=True, json=True)
-    search.add_argument("query")
-    search.add_argument("--session", metavar="SESSION_ID", help="search one session only")
-    search.add_argument("--role", choices=["system", "user", "assistant", "tool"])
-    search.add_argument(
-        "--after", metavar="TIME", help="only messages from this ISO 8601 time on (2026-03-01)"
-    )
-    search.add_argument(
-        "--before", metavar="TIME", help="only messages older than this ISO 8601 time"
-    )
-    search.add_argument(
-        "--order",
-        choices=["relevance", "newest", "oldest"],
-        default="relevance",
-        help="default: relevance",
-    )
-    search.add_argument(
-        "--context",
-        type=int,
-        default=0,
-        metavar="N",
-        help=f"show N messages before and after each hit (0-{MAX_CONTEXT}, default 0)",
-    )
-    search.add_argument("--limit", type=int, default=10, help="hits to show (1-50, default 10)")
-    search.set_defaults(run=_sync(_search))
 
+def add_prune_parser(commands: Commands) -> None:
     prune = commands.add_parser(
         "prune",
         help="delete whole sessions that ended or went quiet long ago, and shrink the file",
@@ -146,47 +112,7 @@ def add_parsers(commands: Commands) -> None:
     prune.add_argument("--status", choices=["active", "ended"], help="only these sessions")
     prune.add_argument("--dry-run", action="store_true", help="list what would go; delete nothing")
     prune.add_argument("--yes", action="store_true", help="delete without asking")
-    prune.set_defaults(run=_sync(_prune))
-
-    ctx = commands.add_parser("context", help="show and set context blocks (working memory)")
-    ctx_verbs = ctx.add_subparsers(dest="verb", required=True, metavar="VERB")
-    show_ctx = ctx_verbs.add_parser(
-        "show",
-        help="the context blocks: the user's, or with --session also the session's",
-        description="Without --session: the user-scoped blocks every session shares. With "
-        "--session: all of that session's blocks and its frozen system prompt.",
-    )
-    add_common(show_ctx, store=True, json=True)
-    show_ctx.add_argument("--session", metavar="SESSION_ID")
-    show_ctx.set_defaults(run=_sync(_context_show))
-    set_ctx = ctx_verbs.add_parser(
-        "set",
-        help="replace (or --append to) a block, from an argument or stdin",
-        description="Sets LABEL to TEXT, or to standard input when TEXT is omitted or '-'. "
-        "Session-scoped blocks need --session.",
-    )
-    add_common(set_ctx, store=True, json=True)
-    set_ctx.add_argument("label")
-    set_ctx.add_argument("text", nargs="?", default="-")
-    set_ctx.add_argument("--session", metavar="SESSION_ID")
-    set_ctx.add_argument("--append", action="store_true", help="append instead of replacing")
-    set_ctx.set_defaults(run=_sync(_context_set))
-
-
-def _sync(command: Any) -> Any:
-    """Run an ``async (args, env, store)`` command on its store."""
-
-    def run(args: argparse.Namespace, env: Env) -> Any:
-        async def main() -> Any:
-            async with env.store(args) as store:
-                return await command(args, store)
-
-        return anyio.run(main)
-
-    return run
-
-
-# -- sessions -------------------------------------------------------------------------------
+    prune.set_defaults(run=on_store(_prune))
 
 
 def _ago(duration: str) -> str:
@@ -346,94 +272,3 @@ async def _fork(args: argparse.Namespace, store: Store) -> None:
             f"{info.session_id}: {info.title or 'untitled'} "
             f"({count(info.message_count, 'message')}, forked from {args.session_id})"
         )
-
-
-# -- search ---------------------------------------------------------------------------------
-
-_BOLD = re.compile(r"\*\*(.+?)\*\*", re.DOTALL)
-
-
-async def _search(args: argparse.Namespace, store: Store) -> None:
-    if not 1 <= args.limit <= 50:
-        raise UsageError("--limit must be from 1 to 50")
-    if not 0 <= args.context <= MAX_CONTEXT:
-        raise UsageError(f"--context must be from 0 to {MAX_CONTEXT}")
-    results = await store.session_search(
-        args.query,
-        session_id=args.session,
-        role=args.role,
-        limit=args.limit,
-        after=args.after,
-        before=args.before,
-        order=args.order,
-        context=args.context,
-    )
-    if args.json:
-        print_json(results)
-        return
-    if not results.hits:
-        print(f"no messages match {args.query!r}", file=sys.stderr)
-        return
-    color = sys.stdout.isatty()
-    for rank, hit in enumerate(results.hits, 1):
-        snippet = " ".join(hit.snippet.split())
-        if color:
-            snippet = _BOLD.sub("\x1b[1m\\1\x1b[0m", snippet)
-        print(
-            f"{rank}. {hit.session_title or 'untitled'} ({hit.session_id}) · {hit.role} · "
-            f"{when(hit.created_at)} · {hit.message_id}"
-        )
-        if hit.before or hit.after:
-            for near in hit.before:
-                print(f"     {near.role}: {near.text}")
-            print(f"   > {hit.role}: {snippet}")
-            for near in hit.after:
-                print(f"     {near.role}: {near.text}")
-        else:
-            print(f"   {snippet}")
-
-
-# -- context --------------------------------------------------------------------------------
-
-
-async def _context_show(args: argparse.Namespace, store: Store) -> None:
-    if args.session is None:
-        blocks = await store.get_user_context()
-        if args.json:
-            print_json(blocks)
-            return
-        prompt = None
-    else:
-        view = await store.get_context(args.session)
-        if args.json:
-            print_json(view)
-            return
-        blocks, prompt = view.blocks, view
-    sections = []
-    for b in blocks:
-        flags = ", read-only" if b.readonly else ""
-        sections.append(
-            f"## {b.label} ({b.scope}{flags}) · {b.tokens}/{b.max_tokens} tokens\n"
-            f"{b.description}\n\n{b.content or '*(empty)*'}"
-        )
-    if prompt is not None:
-        stale = " · stale: the blocks changed since (get_context refresh renders it again)"
-        sections.append(
-            f"## frozen system prompt · rendered {when(prompt.rendered_at)}"
-            f"{stale if prompt.stale else ''}\n\n{prompt.system_prompt}"
-        )
-    print("\n\n".join(sections))
-
-
-async def _context_set(args: argparse.Namespace, store: Store) -> None:
-    spec = store.config.block(args.label)
-    if spec is not None and spec.scope == "session" and args.session is None:
-        raise UsageError(f"block {args.label!r} belongs to a session: name it with --session")
-    text = sys.stdin.read() if args.text == "-" else args.text
-    usage = await store.update_context(
-        args.session, args.label, text, mode="append" if args.append else "replace"
-    )
-    if args.json:
-        print_json(usage)
-    else:
-        print(usage.usage)
