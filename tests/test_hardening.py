@@ -22,8 +22,8 @@ from tests.test_transfer import on_terminal
 from threadline import Config, Store
 from threadline.cli import main
 from threadline.paths import LOCAL_STORE
-from threadline.server.app import MAX_SUBSCRIPTIONS
 from threadline.server.auth import TokenFile, TokenFileError
+from threadline.server.subscriptions import MAX_SUBSCRIPTIONS
 from threadline.storage import InvalidInput, SessionEnded, StoreError
 
 # -- 3. the store file replaced under a running server ---------------------------------------

@@ -1,37 +1,28 @@
-"""The MCPServer: instructions, tools, resources, the prompt, and legacy subscriptions."""
+"""The MCPServer: instructions, tools, resources, the prompt, and its subscriptions."""
 
 from __future__ import annotations
 
-import functools
-import re
 from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any
 
-from mcp import MCPError
-from mcp.server import MCPServer, NotificationOptions, ServerRequestContext
+from mcp.server import MCPServer
 from mcp.server.auth.provider import TokenVerifier
 from mcp.server.auth.settings import AuthSettings
 from mcp.server.mcpserver import Context
 from mcp.server.mcpserver.exceptions import ToolError
 from mcp.types import (
     CallToolResult,
-    EmptyResult,
     InputRequiredResult,
-    SubscribeRequestParams,
-    UnsubscribeRequestParams,
 )
 from mcp.types import Tool as MCPTool
-from mcp_types import INVALID_PARAMS, INVALID_REQUEST
 from pydantic import ValidationError
 
 from threadline import __version__
 from threadline.server import wire
 from threadline.server.arguments import explain
-from threadline.storage import SessionNotFound
-from threadline.text import ID_CHARS
-from threadline.tools import SUBSCRIPTIONS, Runtime, register_all
-from threadline.tools.common import INDEX_URI, UserScopedBus
+from threadline.server.subscriptions import UserScopedBus, register_legacy
+from threadline.tools import Runtime, register_all
 
 INSTRUCTIONS = """\
 threadline keeps persistent conversation threads ("sessions") for this user, in parallel and
@@ -70,6 +61,7 @@ def build_server(
             async with lifespan:
                 yield runtime
 
+    bus = UserScopedBus()
     mcp: MCPServer[Any] = _Server(
         "threadline",
         title="threadline",
@@ -79,10 +71,10 @@ def build_server(
         lifespan=run,
         token_verifier=token_verifier,
         auth=auth,
-        subscriptions=UserScopedBus(),
+        subscriptions=bus,
     )
     register_all(mcp, runtime)
-    _legacy_subscriptions(mcp, runtime)
+    register_legacy(mcp, runtime, bus)
     return mcp
 
 
@@ -103,53 +95,3 @@ class _Server(MCPServer[Any]):
                 raise ToolError(f"Error executing tool {name}: {explain(exc.__cause__)}") from exc
             raise
         return wire.compact(result, name) if isinstance(result, CallToolResult) else result
-
-
-# What a 2025-11-25 client may subscribe to: the index, or one of its own sessions' resources.
-_SUBSCRIBABLE = re.compile(rf"threadline://sessions/({ID_CHARS})(/history(\.json)?|/context)?")
-MAX_SUBSCRIPTIONS = 100  # per connection
-
-
-def _legacy_subscriptions(mcp: MCPServer[Any], runtime: Runtime) -> None:
-    """2025-11-25 clients subscribe with resources/subscribe and expect listChanged flags.
-
-    Only threadline's URIs of the user's own sessions are taken, at most
-    ``MAX_SUBSCRIPTIONS`` per connection: the connection keeps every URI it is given."""
-    low = mcp._lowlevel_server
-
-    async def subscribe(
-        ctx: ServerRequestContext[Any], params: SubscribeRequestParams
-    ) -> EmptyResult:
-        uri = str(params.uri)
-        if uri != INDEX_URI:
-            match = _SUBSCRIBABLE.fullmatch(uri) if len(uri) <= 200 else None
-            if match is None:
-                raise MCPError(
-                    INVALID_PARAMS,
-                    "uri: only threadline://sessions and threadline://sessions/ID (with "
-                    "/history, /history.json or /context) can be subscribed to",
-                )
-            try:
-                async with runtime.store() as store:
-                    await store.get_session(match[1])
-            except SessionNotFound:
-                raise MCPError(INVALID_PARAMS, f"uri: no such resource: {uri}") from None
-        if not SUBSCRIPTIONS.add(ctx.session, uri, MAX_SUBSCRIPTIONS):
-            raise MCPError(
-                INVALID_REQUEST,
-                f"at most {MAX_SUBSCRIPTIONS} subscriptions per connection; unsubscribe first",
-            )
-        return EmptyResult()
-
-    async def unsubscribe(
-        ctx: ServerRequestContext[Any], params: UnsubscribeRequestParams
-    ) -> EmptyResult:
-        SUBSCRIPTIONS.remove(ctx.session, str(params.uri))
-        return EmptyResult()
-
-    low.add_request_handler("resources/subscribe", SubscribeRequestParams, subscribe)
-    low.add_request_handler("resources/unsubscribe", UnsubscribeRequestParams, unsubscribe)
-    low.create_initialization_options = functools.partial(  # type: ignore[method-assign]
-        low.create_initialization_options,
-        NotificationOptions(tools_changed=True, resources_changed=True, prompts_changed=True),
-    )

@@ -29,6 +29,7 @@ import jwt
 from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from mcp.server.auth.middleware.auth_context import get_access_token
 from mcp.server.auth.provider import AccessToken
 
 from threadline.config import ConfigError
@@ -246,3 +247,18 @@ def _public_key(material: bytes, key_file: Path) -> tuple[Any, list[str]]:
     if isinstance(key, ec.EllipticCurvePublicKey) and isinstance(key.curve, ec.SECP256R1):
         return key, ["ES256"]
     raise TokenFileError(f"JWT key file {key_file}: an RSA or P-256 public key is needed")
+
+
+def identity(token: AccessToken) -> tuple[str, str]:
+    """(issuer, subject) of a verified token: the user, as threadline keys it."""
+    claims = token.claims or {}
+    issuer = claims.get("iss")
+    if not isinstance(issuer, str) or not token.subject:
+        raise ValueError("a verified token without issuer or subject")
+    return issuer, token.subject
+
+
+def current_user() -> tuple[str, str] | None:
+    """The user behind the current request; None where there is no auth (stdio, local)."""
+    token = get_access_token()
+    return None if token is None else identity(token)

@@ -25,7 +25,7 @@ from starlette.datastructures import Headers
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from threadline.tools.common import current_user
+from threadline.server.auth import current_user
 
 log = logging.getLogger(__name__)
 

@@ -26,9 +26,9 @@ import anyio
 from threadline.config import Config
 from threadline.paths import LOCAL_STORE, USERS_DIR, user_file
 from threadline.server import retention
+from threadline.server.auth import current_user
 from threadline.storage import Store, StoreError
 from threadline.storage.schema import make_directory
-from threadline.tools.common import current_user
 
 log = logging.getLogger(__name__)
 

@@ -7,9 +7,9 @@ from typing import Any
 from mcp.server import MCPServer
 
 from threadline.tools import compaction, context, messages, resources, search, sessions
-from threadline.tools.common import SUBSCRIPTIONS, Runtime
+from threadline.tools.common import Runtime
 
-__all__ = ["SUBSCRIPTIONS", "Runtime", "register_all"]
+__all__ = ["Runtime", "register_all"]
 
 
 def register_all(mcp: MCPServer[Any], runtime: Runtime) -> None:
