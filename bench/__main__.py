@@ -23,24 +23,15 @@ from typing import Any
 import anyio
 
 from bench import peers, recall
+from bench.appends import concurrent_appends
+from bench.appends import sequential_appends as sequential
+from bench.bigstore import build_store, fork_and_compact, history, search
 from bench.http import end_to_end
 from bench.memory import server_memory
 from bench.plot import MISSING, plot
+from bench.sizes import SIZES, Results, Sizes, clock, scratch
 from bench.stats import Row, table
 from bench.text import WordSalad
-from bench.workloads import (
-    SIZES,
-    Results,
-    Sizes,
-    build_store,
-    clock,
-    concurrent_appends,
-    fork_and_compact,
-    history,
-    scratch,
-    search,
-)
-from bench.workloads import sequential_appends as sequential
 
 Workload = Callable[[Sizes, WordSalad, Results], Awaitable[None]]
 

@@ -42,10 +42,10 @@ from mcp.server import MCPServer
 
 import threadline.server.http as threadline_http
 from bench.noop import add_noop
+from bench.sizes import Results, Sizes, clock, scratch
 from bench.stats import Latencies, Row
 from bench.stdio import ToolFailed, call, serve_params, serving
 from bench.text import WordSalad
-from bench.workloads import Results, Sizes, clock, scratch
 from threadline.config import Config, Http
 from threadline.server import LocalRuntime, build_server
 from threadline.server.auth import StaticTokenVerifier, TokenFile

@@ -17,10 +17,11 @@ from pathlib import Path
 from typing import Any
 
 from bench import baseline
+from bench.bigstore import BigStore, queries_for
+from bench.sizes import Results, Sizes, clock, scratch
 from bench.stats import Latencies, Row
 from bench.stdio import call, memory, proc_available, serve_params, serving
 from bench.text import WordSalad
-from bench.workloads import BigStore, Results, Sizes, clock, queries_for, scratch
 
 SEED_MESSAGES = 50
 BASELINE_LABEL = f"same server, store of {SEED_MESSAGES} messages"

@@ -23,9 +23,9 @@ from typing import Any
 
 import anyio
 
+from bench.sizes import Results, Sizes, scratch
 from bench.stats import Row
 from bench.text import WordSalad
-from bench.workloads import Results, Sizes, scratch
 from threadline import Store
 from threadline.storage.words import STOP_WORDS
 
