@@ -187,7 +187,7 @@ class Config(_Frozen):
     retention: Retention = Retention()
     synchronous: Literal["NORMAL", "FULL"] = "NORMAL"
     busy_timeout: float = Field(default=10.0, gt=0, le=600)
-    readers: int = Field(default=4, ge=1, le=64)
+    readers: int = Field(default=2, ge=1, le=64)
     index_batch: int = Field(
         default=512,
         ge=1,
