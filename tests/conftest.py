@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import os
 import shutil
 import tempfile
 from collections.abc import AsyncIterator, Iterator
@@ -10,6 +11,7 @@ import mcp.client.stdio as mcp_stdio
 import pytest
 from anyio.abc import Process
 
+from tests import pgserver
 from threadline import Config, Store
 
 
@@ -66,3 +68,24 @@ def public_tmp() -> Iterator[Path]:
             if sub.is_dir():
                 sub.chmod(0o755)
         shutil.rmtree(path)
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[str]:
+    """A superuser's URL on a real PostgreSQL server: ``THREADLINE_TEST_DATABASE``, or a
+    throwaway cluster for the whole run (``tests/pgserver.py``). A server that cannot start
+    fails the tests that need it; they are never skipped."""
+    named = os.environ.get("THREADLINE_TEST_DATABASE")
+    if named:
+        yield named
+        return
+    with pgserver.cluster() as url:
+        yield url
+
+
+@pytest.fixture
+async def pg_database(postgres_server: str) -> AsyncIterator[pgserver.Database]:
+    """A fresh database owned by a fresh ordinary role (no superuser, no BYPASSRLS, as the
+    store must connect), dropped with the role afterwards."""
+    async with pgserver.database(postgres_server) as found:
+        yield found

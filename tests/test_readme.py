@@ -26,6 +26,19 @@ def test_library_example_runs(tmp_path: Path) -> None:
     assert (tmp_path / "alice.db").exists()
 
 
+def test_backup_example_runs_on_the_library_examples_store(tmp_path: Path) -> None:
+    blocks = re.findall(r"```python\n(.*?)```", README.read_text(), re.S)
+    (backup,) = [b for b in blocks if "import_file" in b]
+    for code in (blocks[0], backup):
+        result = subprocess.run(
+            [sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=60
+        )
+        assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["1", "1"]
+    assert (tmp_path / "restored.db").exists()
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".backup")] == []
+
+
 def test_agents_sdk_example_runs(tmp_path: Path) -> None:
     blocks = re.findall(r"```python\n(.*?)```", README.read_text(), re.S)
     (code,) = [b for b in blocks if "ThreadlineSession" in b]
