@@ -79,8 +79,8 @@ def postgres_server() -> Iterator[str]:
     if named:
         yield named
         return
-    with pgserver.cluster() as url:
-        yield url
+    with pgserver.cluster() as server:
+        yield server.url
 
 
 @pytest.fixture
@@ -89,3 +89,10 @@ async def pg_database(postgres_server: str) -> AsyncIterator[pgserver.Database]:
     store must connect), dropped with the role afterwards."""
     async with pgserver.database(postgres_server) as found:
         yield found
+
+
+@pytest.fixture
+def pg_cluster() -> Iterator[pgserver.Cluster]:
+    """A server of the test's own, to stop and start (the shared one must stay up)."""
+    with pgserver.cluster() as server:
+        yield server

@@ -68,53 +68,67 @@ def _free_port() -> int:
         return port
 
 
+@dataclass
+class Cluster:
+    """A throwaway server: its superuser's ``url``, and ``stop``/``start`` for fault tests."""
+
+    bindir: Path
+    root: Path
+    port: int
+    password: str
+    user: str | None
+
+    @property
+    def url(self) -> str:
+        return f"postgresql://{SUPERUSER}:{self.password}@127.0.0.1:{self.port}/postgres"
+
+    def _ctl(self, *args: str | Path) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [self.bindir / "pg_ctl", "-D", self.root / "data", *args],
+            capture_output=True, text=True, user=self.user,
+        )  # fmt: skip
+
+    def start(self) -> None:
+        options = f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 "
+        options += "-c max_connections=200"
+        log = self.root / "server.log"
+        started = self._ctl("-l", log, "-w", "-t", "60", "-o", options, "start")
+        if started.returncode != 0:
+            tail = log.read_text(errors="replace")[-2000:] if log.exists() else started.stderr
+            raise RuntimeError(f"PostgreSQL did not start: {tail}")
+
+    def stop(self, mode: str = "immediate") -> None:
+        """``immediate``: as a crash would (no checkpoint; recovery at the next start)."""
+        self._ctl("-m", mode, "-w", "stop")
+
+
 @contextlib.contextmanager
-def cluster() -> Iterator[str]:
-    """A fresh server on 127.0.0.1 (passwords over TCP, as a real one); yields a superuser's
-    URL, and stops and removes the server after."""
+def cluster() -> Iterator[Cluster]:
+    """A fresh server on 127.0.0.1 (passwords over TCP, as a real one), started; stopped and
+    removed after."""
     bindir = binaries()
     user = _runner()
     root = Path(tempfile.mkdtemp(prefix="threadline-pg-"))
     try:
-        if user is not None:
-            shutil.chown(root, user)
-        data, log = root / "data", root / "server.log"
         password = secrets.token_hex(12)
         (root / "password").write_text(password)
         if user is not None:
+            shutil.chown(root, user)
             shutil.chown(root / "password", user)
         subprocess.run(
-            [bindir / "initdb", "-D", data, "-U", SUPERUSER, "--pwfile", root / "password",
-             "--auth-local=trust", "--auth-host=scram-sha-256", "-E", "UTF8",
+            [bindir / "initdb", "-D", root / "data", "-U", SUPERUSER, "--pwfile",
+             root / "password", "--auth-local=trust", "--auth-host=scram-sha-256", "-E", "UTF8",
              "--locale=C.UTF-8", "--no-sync"],
             check=True, capture_output=True, user=user,
         )  # fmt: skip
-        port = _free_port()
-        options = f"-p {port} -k {root} -c listen_addresses=127.0.0.1 -c max_connections=200"
-        started = subprocess.run(
-            [bindir / "pg_ctl", "-D", data, "-l", log, "-w", "-t", "60", "-o", options, "start"],
-            capture_output=True, text=True, user=user,
-        )  # fmt: skip
-        if started.returncode != 0:
-            tail = log.read_text(errors="replace")[-2000:] if log.exists() else started.stderr
-            raise RuntimeError(f"PostgreSQL did not start: {tail}")
+        server = Cluster(bindir, root, _free_port(), password, user)
+        server.start()
         try:
-            yield f"postgresql://{SUPERUSER}:{password}@127.0.0.1:{port}/postgres"
+            yield server
         finally:
-            subprocess.run(
-                [bindir / "pg_ctl", "-D", data, "-m", "immediate", "-w", "stop"],
-                capture_output=True, user=user,
-            )  # fmt: skip
+            server.stop()
     finally:
         shutil.rmtree(root, ignore_errors=True)
-
-
-if __name__ == "__main__":
-    with cluster() as url:
-        print(url, flush=True)
-        with contextlib.suppress(KeyboardInterrupt):
-            while True:
-                time.sleep(3600)
 
 
 @dataclass(frozen=True)
@@ -144,6 +158,18 @@ async def database(server: str) -> AsyncIterator[Database]:
             role=name,
         )
     finally:
-        await admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
-        await admin.execute(f"DROP ROLE IF EXISTS {name}")
         await admin.close()
+        admin = await asyncpg.connect(server)  # anew: a fault test may have restarted it
+        try:
+            await admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+            await admin.execute(f"DROP ROLE IF EXISTS {name}")
+        finally:
+            await admin.close()
+
+
+if __name__ == "__main__":
+    with cluster() as running:
+        print(running.url, flush=True)
+        with contextlib.suppress(KeyboardInterrupt):
+            while True:
+                time.sleep(3600)

@@ -18,9 +18,16 @@ do. A database whose schema is newer than this threadline is refused and left as
 
 from __future__ import annotations
 
-import asyncpg
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 from threadline.storage.errors import StoreUnusable
+
+if TYPE_CHECKING:  # asyncpg's classes are generic only in its stubs
+    import asyncpg
+    from asyncpg.pool import PoolConnectionProxy
+
+    # A connection of its own or one lent by a pool: what every query function takes.
+    Connection: TypeAlias = asyncpg.Connection[Any] | PoolConnectionProxy[Any]
 
 # The key of the transaction-level advisory lock that migrations hold ("Tln1").
 LOCK = 0x546C6E31
@@ -130,7 +137,7 @@ MIGRATIONS: tuple[tuple[str, tuple[str, ...]], ...] = (("initial schema", _V1),)
 LATEST = len(MIGRATIONS)
 
 
-async def version(conn: asyncpg.Connection) -> int:
+async def version(conn: Connection) -> int:
     """The schema version of the database (0: no threadline schema yet)."""
     # Asked of pg_class by a query (read in this statement's snapshot), not by a name lookup,
     # which would cache "no such table" in this connection and keep it past another
@@ -145,7 +152,7 @@ async def version(conn: asyncpg.Connection) -> int:
     return found
 
 
-async def migrate(conn: asyncpg.Connection) -> int:
+async def migrate(conn: Connection) -> int:
     """Bring the database to ``LATEST``, in one transaction; returns the version found.
 
     Refuses (``StoreUnusable``, nothing changed) a database with a newer schema."""
@@ -169,7 +176,7 @@ async def migrate(conn: asyncpg.Connection) -> int:
     return found
 
 
-async def _checked(conn: asyncpg.Connection) -> int:
+async def _checked(conn: Connection) -> int:
     found = await version(conn)
     if found > LATEST:
         raise StoreUnusable(

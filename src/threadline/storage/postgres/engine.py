@@ -1,0 +1,110 @@
+"""A pool of connections to one PostgreSQL database, and transactions scoped to one user.
+
+Every operation runs in ``transaction(user)``: a pooled connection, a transaction, and the
+transaction's ``threadline.user`` set first, which row-level security compares with every
+row's ``user_id`` (``schema``). The setting ends with the transaction, so a connection handed
+to the next caller carries nothing over, and a transaction-mode pooler in front works too.
+
+Failures read as the store's errors (``errors.translate``): a server that is down or
+restarting is "unavailable; try again", never a traceback. A connection the server dropped
+(a restart) is found out by the transaction's first statement, before anything was done, and
+that transaction is started again once on a fresh connection, so the store recovers by itself
+when the server is back. When every connection is busy, a caller waits ``acquire_timeout``
+seconds at most, then gets an error saying so.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING
+
+import anyio
+import asyncpg
+
+from threadline.storage.errors import StoreError
+from threadline.storage.postgres import schema
+from threadline.storage.postgres.errors import translate
+
+if TYPE_CHECKING:
+    from threadline.storage.postgres.schema import Connection
+
+log = logging.getLogger(__name__)
+
+_SCOPE = "SELECT set_config('threadline.user', $1, true)"
+_DROPPED = (asyncpg.PostgresConnectionError, asyncpg.InterfaceError, OSError)
+
+
+class Database:
+    """The pool of one database; open with ``await Database.open(url)``."""
+
+    def __init__(self, pool: asyncpg.Pool, acquire_timeout: float) -> None:
+        self._pool = pool
+        self._acquire_timeout = acquire_timeout
+
+    @classmethod
+    async def open(cls, url: str, *, size: int = 10, acquire_timeout: float = 10.0) -> Database:
+        """Connect (``size`` connections at most) and bring the schema up to date."""
+        try:
+            # No floor of idle connections: keeping one up is a task that, while the server
+            # is down, logs a traceback each second. Connections are made when needed.
+            pool = await asyncpg.create_pool(url, min_size=0, max_size=size)
+        except (asyncpg.PostgresError, *_DROPPED, TimeoutError) as exc:
+            raise translate(exc) from None
+        try:
+            async with pool.acquire(timeout=acquire_timeout) as conn:
+                await schema.migrate(conn)
+        except StoreError:
+            await pool.close()
+            raise
+        except (asyncpg.PostgresError, *_DROPPED, TimeoutError) as exc:
+            await pool.close()
+            raise translate(exc) from None
+        return cls(pool, acquire_timeout)
+
+    @asynccontextmanager
+    async def transaction(self, user: str) -> AsyncIterator[Connection]:
+        """A connection inside a transaction of ``user``'s; commits when the block ends,
+        rolls back (nothing written) when it raises or is cancelled."""
+        try:
+            for attempt in (1, 2):
+                async with self._acquire() as conn:
+                    tx = conn.transaction()
+                    try:
+                        await tx.start()
+                        await conn.execute(_SCOPE, user)
+                    except _DROPPED:  # dropped while pooled (a restart): nothing was done
+                        if attempt == 2:
+                            raise
+                        log.info("a pooled database connection was gone; taking another")
+                        continue
+                    try:
+                        yield conn
+                    except BaseException:
+                        with anyio.CancelScope(shield=True):
+                            with contextlib.suppress(*_DROPPED):
+                                await tx.rollback()
+                        raise
+                    await tx.commit()
+                    return
+        except (asyncpg.PostgresError, *_DROPPED, TimeoutError) as exc:
+            raise translate(exc) from None
+
+    @asynccontextmanager
+    async def _acquire(self) -> AsyncIterator[Connection]:
+        try:
+            conn = await self._pool.acquire(timeout=self._acquire_timeout)
+        except TimeoutError:
+            raise StoreError(
+                f"every database connection stayed busy for {self._acquire_timeout:g} s; try again"
+            ) from None
+        try:
+            yield conn
+        finally:
+            with anyio.CancelScope(shield=True):
+                await self._pool.release(conn)
+
+    async def close(self) -> None:
+        await self._pool.close()
