@@ -22,9 +22,9 @@ from threadline.storage import (
     compaction,
     context,
     indexing,
+    operations,
     reading,
     records,
-    rows,
     schema,
     scope,
     search,
@@ -125,17 +125,10 @@ class Store:
     ) -> SessionInfo:
         """Create a session (id chosen or generated), optionally seeded with messages."""
         config = self.config
-        batch = []
-        if messages:
-            batch = validate.encode(validate.messages(messages, config.limits), config)
-
-        def run(conn: sqlite3.Connection) -> SessionInfo:
-            sid = sessions.create(conn, config, title, session_id, metadata)
-            if batch:
-                tree.append(conn, config, sid, batch)
-            return sessions.info(conn, config, sid)
-
-        return await self._w(run)
+        batch = (
+            validate.encode(validate.messages(messages, config.limits), config) if messages else []
+        )
+        return await self._w(operations.create_session, config, title, session_id, metadata, batch)
 
     async def get_session(self, session_id: str) -> SessionInfo:
         return await self._r(sessions.info, config=self.config, session_id=session_id)
@@ -172,24 +165,11 @@ class Store:
     ) -> SessionInfo:
         """Change the title (``None`` removes it; omitted keeps it) and, if given, replace
         the metadata."""
-        config = self.config
-
-        def run(conn: sqlite3.Connection) -> SessionInfo:
-            sessions.rename(conn, config, session_id, title, metadata)
-            return sessions.info(conn, config, session_id)
-
-        return await self._w(run)
+        return await self._w(operations.rename_session, self.config, session_id, title, metadata)
 
     async def delete_session(self, session_id: str) -> Deleted:
         """Delete a session with its messages, compactions, usage and session blocks."""
-
-        def run(conn: sqlite3.Connection) -> Deleted:
-            count = sessions.delete(conn, session_id)
-            return Deleted.model_construct(
-                session_id=session_id, messages_deleted=count, head_id=None
-            )
-
-        return await self._w(run)
+        return await self._w(operations.delete_session, session_id)
 
     async def prune(
         self,
@@ -230,16 +210,13 @@ class Store:
         self, session_id: str, message_id: str | None = None, title: str | None = None
     ) -> SessionInfo:
         """A new session holding a copy of the path up to ``message_id`` (default: the head)."""
-        config = self.config
-
-        def run(conn: sqlite3.Connection) -> SessionInfo:
-            child = sessions.fork(conn, config, session_id, message_id, title)
-            return sessions.info(conn, config, child)
-
         # A fork adds its whole path to the unindexed tail at once: a chunk indexed along would
         # not shorten that tail noticeably, and at a million messages the FTS5 merges it sets
         # off were a third of the fork's time. The copies are indexed when writes pause.
-        return await self._db.write(run, index_along=False)  # see above
+        return await self._db.write(
+            lambda conn: operations.fork_session(conn, self.config, session_id, message_id, title),
+            index_along=False,  # see above
+        )
 
     # -- messages -----------------------------------------------------------------------
 
@@ -294,11 +271,7 @@ class Store:
     ) -> tuple[History, list[Branch]]:
         """``get_history(session_id, **page)`` and ``list_branches``, read from one snapshot
         (so the page and the branch list agree even while another writer appends)."""
-
-        def run(conn: sqlite3.Connection) -> tuple[History, list[Branch]]:
-            return reading.history(conn, session_id, **page), tree.branches(conn, session_id)
-
-        return await self._r(run)
+        return await self._r(operations.history_and_branches, session_id, page)
 
     async def history_since(self, session_id: str, revision: str | None = None) -> HistoryDelta:
         """What changed in the whole history (as ``get_history`` reads it) since the read
@@ -319,47 +292,20 @@ class Store:
     ) -> SessionInfo:
         """Move the head, so history and the next append follow ``message_id``'s path
         (guarded by ``expected_head`` as ``append_messages`` is)."""
-        config = self.config
-
-        def run(conn: sqlite3.Connection) -> SessionInfo:
-            tree.set_head(conn, session_id, message_id, expected_head)
-            return sessions.info(conn, config, session_id)
-
-        return await self._w(run)
+        return await self._w(
+            operations.set_head, self.config, session_id, message_id, expected_head
+        )
 
     async def delete_messages(self, session_id: str, message_id: str) -> Deleted:
         """Delete a message and every message below it; the head moves up if it was there."""
-        config = self.config
-
-        def run(conn: sqlite3.Connection) -> Deleted:
-            count, head_pk = tree.delete_subtree(conn, session_id, message_id)
-            head_id = None
-            if head_pk is None:
-                context.freeze(conn, config, session_id)  # the session is cleared
-            else:
-                head_id = rows.message_id(conn, head_pk)
-            return Deleted.model_construct(
-                session_id=session_id, messages_deleted=count, head_id=head_id
-            )
-
-        return await self._w(run)
+        return await self._w(operations.delete_messages, self.config, session_id, message_id)
 
     async def clear_session(
         self, session_id: str, *, expected_head: str | None = tree.OMITTED
     ) -> Deleted:
         """Empty the thread: every message goes (with its compactions), the session, its
         context blocks and its usage totals stay, and its frozen prompt is rendered anew."""
-        config = self.config
-
-        def run(conn: sqlite3.Connection) -> Deleted:
-            tree.guard_head(conn, session_id, expected_head)
-            count = tree.clear(conn, session_id)
-            context.freeze(conn, config, session_id)
-            return Deleted.model_construct(
-                session_id=session_id, messages_deleted=count, head_id=None
-            )
-
-        return await self._w(run)
+        return await self._w(operations.clear_session, self.config, session_id, expected_head)
 
     async def pop_message(self, session_id: str) -> Message | None:
         """Take the newest message (the head) off the session and return it, in one write;
@@ -424,26 +370,13 @@ class Store:
 
     async def get_context(self, session_id: str, refresh: bool = False) -> ContextView:
         """The session's blocks and its frozen system prompt (re-rendered first if ``refresh``)."""
-        config = self.config
-        if not refresh:
-            view: ContextView = await self._r(context.view, config=config, session_id=session_id)
-            return view
-
-        def run(conn: sqlite3.Connection) -> ContextView:
-            rows.session_row(conn, session_id, "1")
-            context.freeze(conn, config, session_id)
-            return context.view(conn, config, session_id)
-
-        return await self._w(run)
+        if refresh:
+            return await self._w(operations.refreshed_context, self.config, session_id)
+        return await self._r(context.view, self.config, session_id)
 
     async def get_user_context(self) -> list[ContextBlock]:
         """The user-scoped blocks (shared by every session), without naming a session."""
-        config = self.config
-
-        def run(conn: sqlite3.Connection) -> list[ContextBlock]:
-            return [b for b in context.blocks(conn, config, "") if b.scope == "user"]
-
-        return await self._r(run)
+        return await self._r(operations.user_context, self.config)
 
     # -- search and usage ---------------------------------------------------------------
 
