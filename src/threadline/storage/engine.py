@@ -225,26 +225,31 @@ class Database:
                 job.error = StoreError(f"the write was not committed ({type(exc).__name__})")
             raise
 
-    def _run(self, batch: list[_Pending]) -> None:
+    def _run(self, batch: list[_Pending], guarded: bool = False) -> None:
+        """The batch in one transaction. Jobs run bare first, since a write that fails is
+        rare; when one fails, the transaction rolls back and a batch of several runs again
+        with a savepoint around each job, so the failing one leaves nothing and the others
+        land."""
         conn = self._writer
-        single = len(batch) == 1
         try:
             conn.execute("BEGIN IMMEDIATE")
             mark = self._added(conn) if self._added is not None else None
             for job in batch:
-                if single:
-                    self._call(job, conn)
-                else:
+                if guarded:
                     conn.execute("SAVEPOINT job")
                     if not self._call(job, conn):
                         conn.execute("ROLLBACK TO job")
                     conn.execute("RELEASE job")
-            if single and batch[0].error is not None:
-                conn.execute("ROLLBACK")
-            else:
-                if any(job.index_along for job in batch):
-                    self._ride_along(conn, mark)
-                conn.execute("COMMIT")
+                elif not self._call(job, conn):
+                    conn.execute("ROLLBACK")
+                    if len(batch) > 1:
+                        for done in batch:
+                            done.value = done.error = None
+                        self._run(batch, guarded=True)
+                    return
+            if any(job.index_along for job in batch):
+                self._ride_along(conn, mark)
+            conn.execute("COMMIT")
         except BaseException:
             if conn.in_transaction:
                 conn.rollback()

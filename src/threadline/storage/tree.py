@@ -68,19 +68,24 @@ def append(
 ) -> AppendResult:
     """Append ``encoded`` messages (``validate.encode``) to the head or under ``parent_id``."""
     guard_head(conn, session_id, expected_head)
-    status, head_pk, estimate = session_row(conn, session_id, "status, head_pk, token_estimate")
+    # The head's depth and path tokens come with the session's row: the common append (to
+    # the head) reads one row before it writes.
+    status, head_pk, estimate, depth, path_tokens = session_row(
+        conn,
+        session_id,
+        "status, head_pk, token_estimate, "
+        "coalesce((SELECT depth FROM messages WHERE pk = head_pk), 0), "
+        "coalesce((SELECT path_tokens FROM messages WHERE pk = head_pk), 0)",
+    )
     if status == "ended":
         raise ended(conn, session_id, "append to")
     if not encoded:
         raise InvalidInput("messages", "must hold at least one message")
-    if parent_id is OMITTED:
-        parent_pk = head_pk
-    elif parent_id is None:
-        parent_pk = None
-    else:
+    parent_pk = head_pk
+    if parent_id is None:
+        parent_pk, depth, path_tokens = None, 0, 0
+    elif parent_id is not OMITTED:
         parent_pk = message_pk(conn, session_id, parent_id, "parent_id")
-    depth, path_tokens = 0, 0
-    if parent_pk is not None:
         depth, path_tokens = conn.execute(
             "SELECT depth, path_tokens FROM messages WHERE pk = ?", (parent_pk,)
         ).fetchone()
