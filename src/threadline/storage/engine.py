@@ -3,9 +3,10 @@
 Every write is a plain function ``fn(conn) -> T`` that runs inside a ``BEGIN IMMEDIATE``
 transaction on the single writer connection, in the store's own writer thread. Concurrent
 writes share one transaction (group commit): the writer takes every job queued while it was
-busy, runs each inside its own SAVEPOINT, commits once, and only then hands each caller its own
-result (one wake-up of the event loop per batch). A job that raises a ``ThreadlineError`` is
-rolled back to its savepoint and changes nothing; its neighbours still commit.
+busy, runs them in one transaction, commits once, and only then hands each caller its own
+result (one wake-up of the event loop per batch). A job that raises a ``ThreadlineError``
+changes nothing and its neighbours still commit: the batch rolls back and runs again with a
+SAVEPOINT around each job (failures are rare, so the common batch pays no savepoints).
 
 A caller cancelled before the writer took its job is dropped whole; once taken, the job
 commits or rolls back whole, so a transaction is never left half-done or holding the lock.
