@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import os
+import secrets
 import shutil
 import tempfile
 from collections.abc import AsyncIterator, Iterator
@@ -26,10 +27,21 @@ def db_path(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-async def store(db_path: Path) -> AsyncIterator[Store]:
+async def store(request: pytest.FixtureRequest, db_path: Path) -> AsyncIterator[Store]:
     """The default store, except that search indexing never starts just because the test
-    paused (index_delay): recent messages stay in the unindexed tail until 512 wait."""
-    async with Store.open(db_path, Config(index_delay=60)) as s:
+    paused (index_delay): recent messages stay in the unindexed tail until 512 wait.
+
+    A SQLite file; or, for a test of the backend contract (``helpers.BACKENDS``), also a
+    PostgreSQL database of the test's own, as a user with a random name."""
+    config = Config(index_delay=60)
+    if getattr(request, "param", "sqlite") == "postgres":
+        server = request.getfixturevalue("postgres_server")
+        async with pgserver.database(server) as found:
+            user = f"user-{secrets.token_hex(4)}"
+            async with Store.open(found.url, config, user=user) as s:
+                yield s
+        return
+    async with Store.open(db_path, config) as s:
         yield s
 
 

@@ -12,11 +12,16 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import pytest
 import uvicorn
 from mcp import Client
 from mcp.types import CallToolResult
 
 from threadline.server import wire
+
+# The backend contract: a test marked with it runs on a SQLite file and on a PostgreSQL
+# database (the ``store`` fixture), asserting the same of both.
+BACKENDS = pytest.mark.parametrize("store", ["sqlite", "postgres"], indirect=True)
 
 
 def integrity(path: Path) -> tuple[str, str]:

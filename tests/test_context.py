@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.helpers import BACKENDS
 from threadline import (
     BlockNotFound,
     BlockOverLimit,
@@ -22,6 +23,7 @@ def _blocks(view: object) -> dict[str, str]:
     return {b.label: b.content for b in view.blocks}  # type: ignore[attr-defined]
 
 
+@BACKENDS
 async def test_default_blocks(store: Store) -> None:
     sid = (await store.create_session()).session_id
     view = await store.get_context(sid)
@@ -37,6 +39,7 @@ async def test_default_blocks(store: Store) -> None:
     assert not view.stale
 
 
+@BACKENDS
 async def test_user_blocks_are_shared_and_session_blocks_are_not(store: Store) -> None:
     a = (await store.create_session()).session_id
     b = (await store.create_session()).session_id
@@ -48,6 +51,7 @@ async def test_user_blocks_are_shared_and_session_blocks_are_not(store: Store) -
     assert _blocks(await store.get_context(a))["scratchpad"] == "thread A notes"
 
 
+@BACKENDS
 async def test_update_context_reports_usage(store: Store) -> None:
     sid = (await store.create_session()).session_id
     usage = await store.update_context(sid, "memory", "x" * 400)
@@ -55,6 +59,7 @@ async def test_update_context_reports_usage(store: Store) -> None:
     assert usage.usage == "memory: 100/1100 tokens, 9%"
 
 
+@BACKENDS
 async def test_append_adds_a_line(store: Store) -> None:
     sid = (await store.create_session()).session_id
     await store.update_context(sid, "memory", "fact one", mode="append")
@@ -62,6 +67,7 @@ async def test_append_adds_a_line(store: Store) -> None:
     assert _blocks(await store.get_context(sid))["memory"] == "fact one\nfact two"
 
 
+@BACKENDS
 async def test_writes_over_the_limit_are_refused_and_change_nothing(store: Store) -> None:
     sid = (await store.create_session()).session_id
     await store.update_context(sid, "memory", "keep me")
@@ -74,6 +80,7 @@ async def test_writes_over_the_limit_are_refused_and_change_nothing(store: Store
     assert _blocks(await store.get_context(sid))["memory"] == "keep me"
 
 
+@BACKENDS
 async def test_read_only_and_unknown_blocks_are_refused(store: Store) -> None:
     sid = (await store.create_session()).session_id
     with pytest.raises(BlockReadOnly, match="block 'soul' is read-only"):
@@ -103,6 +110,7 @@ async def test_frozen_prompt_is_stable_until_refreshed(store: Store, db_path: Pa
         assert (await reopened.get_context(sid)).system_prompt == refreshed.system_prompt
 
 
+@BACKENDS
 async def test_clearing_a_session_refreshes_its_prompt(store: Store) -> None:
     sid = (await store.create_session()).session_id
     await store.append_messages(sid, [{"id": "root", "role": "user", "content": "x"}])

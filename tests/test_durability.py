@@ -26,7 +26,7 @@ import pytest
 from anyio.abc import Process
 from anyio.streams.buffered import BufferedByteReceiveStream
 
-from tests.helpers import dump, integrity, lock_is_free
+from tests.helpers import BACKENDS, dump, integrity, lock_is_free
 from threadline import (
     AppendResult,
     Config,
@@ -292,6 +292,7 @@ async def test_store_is_closed_even_when_its_scope_is_cancelled(db_path: Path) -
         await store.close()
 
 
+@BACKENDS
 async def test_concurrent_usage_records_add_up(store: Store) -> None:
     sid = (await store.create_session()).session_id
     totals: list[UsageTotals] = []
@@ -309,6 +310,7 @@ async def test_concurrent_usage_records_add_up(store: Store) -> None:
     assert sorted(t.turns for t in totals) == list(range(1, 51))  # each saw its own total
 
 
+@BACKENDS
 async def test_concurrent_context_appends_keep_every_fact(store: Store) -> None:
     sid = (await store.create_session()).session_id
 

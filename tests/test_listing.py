@@ -10,7 +10,7 @@ import anyio
 import pytest
 from mcp import Client
 
-from tests.helpers import call
+from tests.helpers import BACKENDS, call
 from tests.test_tools import _server
 from threadline import Store
 from threadline.cli import main
@@ -39,6 +39,7 @@ async def _ids(store: Store, **filters: Any) -> list[str]:
             return sorted(found)
 
 
+@BACKENDS
 async def test_filters_select_by_title_metadata_status_and_time(store: Store) -> None:
     await _seed(store)
     later = (await store.get_session("bare")).updated_at
@@ -71,6 +72,7 @@ async def test_filters_select_by_title_metadata_status_and_time(store: Store) ->
         ({"status": "gone"}, "status: must be 'active' or 'ended'"),
     ],
 )
+@BACKENDS
 async def test_a_bad_filter_is_refused_naming_the_field(
     store: Store, filters: dict[str, Any], error: str
 ) -> None:

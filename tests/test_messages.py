@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import dump
+from tests.helpers import BACKENDS, dump
 from threadline import (
     Config,
     InvalidInput,
@@ -36,6 +36,7 @@ async def _session(store: Store) -> str:
 
 
 @pytest.mark.parametrize("content", TRICKY)
+@BACKENDS
 async def test_string_content_round_trips_exactly(store: Store, content: str) -> None:
     sid = await _session(store)
     await store.append_messages(sid, [{"role": "user", "content": content}])
@@ -44,6 +45,7 @@ async def test_string_content_round_trips_exactly(store: Store, content: str) ->
     assert type(message.content) is str
 
 
+@BACKENDS
 async def test_json_parts_round_trip_exactly(store: Store) -> None:
     parts = [
         {"type": "text", "text": "see tool"},
@@ -61,6 +63,7 @@ async def test_json_parts_round_trip_exactly(store: Store) -> None:
     assert (message.name, message.metadata) == ("bot", {"m": 1})
 
 
+@BACKENDS
 async def test_content_with_lone_surrogate_is_refused_cleanly(store: Store) -> None:
     sid = await _session(store)
     with pytest.raises(InvalidInput, match=r"messages\[0\]\.content: must be valid Unicode"):
@@ -70,6 +73,7 @@ async def test_content_with_lone_surrogate_is_refused_cleanly(store: Store) -> N
     assert (await store.get_session(sid)).message_count == 0
 
 
+@BACKENDS
 async def test_append_without_parent_extends_head(store: Store) -> None:
     sid = await _session(store)
     first = await store.append_messages(sid, [{"role": "user", "content": "1"}])
@@ -83,6 +87,7 @@ async def test_append_without_parent_extends_head(store: Store) -> None:
     assert second.message_ids == [m.id for m in history.messages[1:]]
 
 
+@BACKENDS
 async def test_explicit_parent_branches_and_moves_the_head(store: Store) -> None:
     sid = await _session(store)
     await store.append_messages(
@@ -107,6 +112,7 @@ async def test_explicit_parent_branches_and_moves_the_head(store: Store) -> None
     assert (await store.get_session(sid)).branch_count == 2
 
 
+@BACKENDS
 async def test_parent_none_starts_a_new_root(store: Store) -> None:
     sid = await _session(store)
     await store.append_messages(sid, [{"id": "a", "role": "user", "content": "a"}])
@@ -116,6 +122,7 @@ async def test_parent_none_starts_a_new_root(store: Store) -> None:
     assert len(await store.list_branches(sid)) == 2
 
 
+@BACKENDS
 async def test_unknown_parent_is_an_error_not_a_new_root(store: Store) -> None:
     sid = await _session(store)
     await store.append_messages(sid, [{"role": "user", "content": "a"}])
@@ -124,6 +131,7 @@ async def test_unknown_parent_is_an_error_not_a_new_root(store: Store) -> None:
     assert (await store.get_session(sid)).message_count == 1
 
 
+@BACKENDS
 async def test_set_head_moves_history_and_next_append(store: Store) -> None:
     sid = await _session(store)
     await store.append_messages(
@@ -138,6 +146,7 @@ async def test_set_head_moves_history_and_next_append(store: Store) -> None:
         await store.set_head(sid, "nope")
 
 
+@BACKENDS
 async def test_delete_messages_removes_the_subtree_and_moves_the_head_up(store: Store) -> None:
     sid = await _session(store)
     await store.append_messages(
@@ -157,6 +166,7 @@ async def test_delete_messages_removes_the_subtree_and_moves_the_head_up(store: 
     assert (info.message_count, info.head_id) == (1, "m0")
 
 
+@BACKENDS
 async def test_idempotent_append_by_message_id(store: Store) -> None:
     sid = await _session(store)
     batch = [
@@ -170,6 +180,7 @@ async def test_idempotent_append_by_message_id(store: Store) -> None:
     assert (await store.get_session(sid)).message_count == 2
 
 
+@BACKENDS
 async def test_reusing_a_message_id_with_other_content_is_refused(store: Store) -> None:
     sid = await _session(store)
     await store.append_messages(sid, [{"id": "u1", "role": "user", "content": "hello"}])
@@ -211,6 +222,7 @@ async def test_a_batch_lands_whole_or_not_at_all(store: Store, db_path: Path) ->
         ([{"role": "user", "content": "x", "metadata": [1]}], "messages[0].metadata"),
     ],
 )
+@BACKENDS
 async def test_bad_messages_name_the_field(store: Store, messages: object, field: str) -> None:
     sid = await _session(store)
     with pytest.raises(InvalidInput) as err:
@@ -231,6 +243,7 @@ async def test_size_limits_are_named(db_path: Path) -> None:
         assert (await store.get_session(sid)).message_count == 3
 
 
+@BACKENDS
 async def test_history_pages_from_the_end(store: Store) -> None:
     sid = await _session(store)
     await store.append_messages(
@@ -252,12 +265,14 @@ async def test_history_pages_from_the_end(store: Store) -> None:
     ]
 
 
+@BACKENDS
 async def test_history_of_an_empty_session(store: Store) -> None:
     sid = await _session(store)
     history = await store.get_history(sid, limit=5)
     assert (history.messages, history.has_more, history.leaf_id) == ([], False, None)
 
 
+@BACKENDS
 async def test_truncate_tool_output_shortens_only_old_tool_results(store: Store) -> None:
     sid = await _session(store)
     big = "o" * 500
@@ -286,6 +301,7 @@ async def test_truncate_tool_output_shortens_only_old_tool_results(store: Store)
 # -- history_since: what changed since a read -------------------------------------------------
 
 
+@BACKENDS
 async def test_history_since_gives_what_follows_or_the_whole_history(store: Store) -> None:
     sid = (await store.create_session()).session_id
     first = await store.history_since(sid)

@@ -53,7 +53,7 @@ from hypothesis.stateful import (
     rule,
 )
 
-from tests.helpers import integrity
+from tests.helpers import BACKENDS, integrity
 from threadline import (
     BlockNotFound,
     BlockOverLimit,
@@ -1183,6 +1183,7 @@ async def test_the_token_estimate_is_what_history_reads_with_overlapping_compact
     assert info.token_estimate == sum(estimate(m.content) for m in history.messages)
 
 
+@BACKENDS
 async def test_deleting_a_branch_leaves_no_head_alone(store: Store) -> None:
     sid = (await store.create_session()).session_id
     await store.append_messages(

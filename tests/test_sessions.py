@@ -6,6 +6,7 @@ import re
 
 import pytest
 
+from tests.helpers import BACKENDS
 from threadline import (
     InvalidInput,
     MessageNotFound,
@@ -15,6 +16,7 @@ from threadline import (
 )
 
 
+@BACKENDS
 async def test_create_session_generates_short_unguessable_ids(store: Store) -> None:
     ids = {(await store.create_session()).session_id for _ in range(200)}
     assert len(ids) == 200
@@ -22,6 +24,7 @@ async def test_create_session_generates_short_unguessable_ids(store: Store) -> N
         assert re.fullmatch(r"[A-Za-z0-9_-]{16}", sid)  # 96 random bits, url-safe
 
 
+@BACKENDS
 async def test_create_session_with_chosen_id_title_metadata_and_seed(store: Store) -> None:
     info = await store.create_session(
         title="Trip",
@@ -39,6 +42,7 @@ async def test_create_session_with_chosen_id_title_metadata_and_seed(store: Stor
     assert history.messages[-1].id == info.head_id
 
 
+@BACKENDS
 async def test_create_session_refuses_an_existing_id(store: Store) -> None:
     await store.create_session(session_id="dup", title="first")
     with pytest.raises(SessionExists, match="'dup' already exists"):
@@ -61,6 +65,7 @@ async def test_create_session_refuses_an_existing_id(store: Store) -> None:
         "compaction:1",
     ],
 )
+@BACKENDS
 async def test_bad_session_ids_are_refused_with_the_rule(store: Store, bad: str) -> None:
     with pytest.raises(InvalidInput) as err:
         await store.create_session(session_id=bad)
@@ -100,6 +105,7 @@ async def test_unknown_session_is_an_error_everywhere_and_creates_nothing(
     assert (await store.list_sessions()).sessions == []
 
 
+@BACKENDS
 async def test_list_sessions_newest_activity_first_with_paging(store: Store) -> None:
     ids = [(await store.create_session(title=f"s{i}")).session_id for i in range(7)]
     await store.append_messages(ids[2], [{"role": "user", "content": "bump"}])
@@ -126,6 +132,7 @@ async def test_list_sessions_filters_by_status(store: Store) -> None:
 
 
 @pytest.mark.parametrize("cursor", ["garbage", "eyJ4IjoxfQ", "W10", "W1sxXV0", "a" * 600])
+@BACKENDS
 async def test_list_sessions_refuses_forged_cursors(store: Store, cursor: str) -> None:
     with pytest.raises(InvalidInput) as err:
         await store.list_sessions(cursor=cursor)
@@ -133,11 +140,13 @@ async def test_list_sessions_refuses_forged_cursors(store: Store, cursor: str) -
 
 
 @pytest.mark.parametrize("limit", [0, -1, 201, 2**63, True])
+@BACKENDS
 async def test_list_sessions_limit_is_bounded(store: Store, limit: int) -> None:
     with pytest.raises(InvalidInput, match="limit"):
         await store.list_sessions(limit=limit)
 
 
+@BACKENDS
 async def test_rename_session_changes_title_and_metadata(store: Store) -> None:
     sid = (await store.create_session(title="old", metadata={"a": 1})).session_id
     info = await store.rename_session(sid, "new")
@@ -149,6 +158,7 @@ async def test_rename_session_changes_title_and_metadata(store: Store) -> None:
     assert (await store.get_session(sid)).title == "newer"
 
 
+@BACKENDS
 async def test_delete_session_removes_everything_that_is_its_own(store: Store) -> None:
     keep = (await store.create_session(messages=[{"role": "user", "content": "keep"}])).session_id
     doomed = (await store.create_session(messages=[{"role": "user", "content": "bye"}])).session_id
@@ -224,6 +234,7 @@ async def test_fork_of_unknown_message_is_an_error(store: Store) -> None:
     assert len((await store.list_sessions()).sessions) == 1
 
 
+@BACKENDS
 async def test_record_usage_sums_per_session(store: Store) -> None:
     a = (await store.create_session()).session_id
     b = (await store.create_session()).session_id
@@ -252,6 +263,7 @@ async def test_record_usage_sums_per_session(store: Store) -> None:
         ((0, 0, None, ""), "model"),
     ],
 )
+@BACKENDS
 async def test_record_usage_validates(store: Store, args: tuple[object, ...], field: str) -> None:
     sid = (await store.create_session()).session_id
     with pytest.raises(InvalidInput) as err:

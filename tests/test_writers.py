@@ -12,7 +12,7 @@ import anyio.lowlevel
 import pytest
 from mcp import Client
 
-from tests.helpers import call, dump
+from tests.helpers import BACKENDS, call, dump
 from tests.test_tools import _server, fails
 from threadline import Store
 from threadline.storage import Conflict, HeadMoved, InvalidInput
@@ -45,6 +45,7 @@ async def test_of_two_writers_on_one_read_one_wins_and_the_other_retries_cleanly
     assert history == ["m0", "A-1-q", "A-1-a", "B-1-q", "B-1-a"] and retried.head_id == "B-1-a"
 
 
+@BACKENDS
 async def test_racing_workers_with_the_guard_never_interleave_their_turns(store: Store) -> None:
     await store.create_session(session_id="s")
     conflicts = 0
@@ -75,6 +76,7 @@ async def test_racing_workers_with_the_guard_never_interleave_their_turns(store:
     assert (info.message_count, info.branch_count) == (100, 1)
 
 
+@BACKENDS
 async def test_an_empty_session_is_expected_as_none(store: Store) -> None:
     await store.create_session(session_id="s")
     await store.append_messages("s", turn("A", 0), expected_head=None)

@@ -1,4 +1,5 @@
-"""The threadline store: sessions, message trees, compaction, context and search in SQLite.
+"""The threadline store: sessions, message trees, compaction, context and search, in a SQLite
+file per user (or, in part so far, one PostgreSQL database for many users).
 
 Knows nothing of MCP; the server wraps it. What the tools, the CLI and the server use is
 exported here: ``Store``, its models, its errors, and the export records with their writers

@@ -44,7 +44,8 @@ PREAMBLE = (
 )
 
 
-def _owner(spec: BlockSpec, session_id: str) -> str:
+def owner(spec: BlockSpec, session_id: str) -> str:
+    """Where a block of this spec is stored for ``session_id``: "" for a user block."""
     return "" if spec.scope == "user" else session_id
 
 
@@ -57,7 +58,7 @@ def _values(conn: sqlite3.Connection, config: Config, session_id: str) -> dict[s
         ).fetchall()
     )
     return {
-        spec.label: stored.get(f"{spec.label}\x00{_owner(spec, session_id)}", spec.default)
+        spec.label: stored.get(f"{spec.label}\x00{owner(spec, session_id)}", spec.default)
         for spec in config.blocks
     }
 
@@ -144,7 +145,7 @@ def update(
         raise InvalidInput("content", "must not contain NUL characters")
     if session_id is None and spec.scope == "session":
         raise InvalidInput("session_id", f"is required: block {label!r} belongs to a session")
-    owner = _owner(spec, session_id or "")
+    stored_as = owner(spec, session_id or "")
     current = _values(conn, config, session_id or "")[label]
     if mode == "append" and current:
         content = current + ("" if current.endswith("\n") else "\n") + content
@@ -160,7 +161,7 @@ def update(
         "INSERT INTO context_blocks (label, session_id, content, updated_at) VALUES (?, ?, ?, ?) "
         "ON CONFLICT (label, session_id) DO UPDATE SET content = excluded.content, "
         "updated_at = excluded.updated_at",
-        (label, owner, content, stamp),
+        (label, stored_as, content, stamp),
     )
     if spec.scope == "session" and session_id is not None:
         conn.execute("UPDATE sessions SET updated_at = ? WHERE id = ?", (stamp, session_id))

@@ -151,19 +151,18 @@ class Filters:
     updated_after: str | None = None
     updated_before: str | None = None
 
-    def where(self) -> tuple[list[str], list[Any]]:
-        """The SQL conditions and their parameters; bad values are refused, naming the field."""
-        conditions: list[str] = []
-        params: list[Any] = []
+    def checked(self) -> list[tuple[str, Any, Any]]:
+        """The conditions given, each checked (a bad value is refused, naming the field), as
+        ``(kind, subject, value)``: ``("status", None, "ended")``, ``("title", None, part)``
+        with the part in lower case, ``("metadata", key, value)``, or ``(">=" or "<",
+        column, stamp)``. Each backend writes them in its own SQL."""
+        out: list[tuple[str, Any, Any]] = []
         if self.status not in (None, "active", "ended"):
             raise InvalidInput("status", "must be 'active' or 'ended'")
         if self.status is not None:
-            conditions.append("status = ?")
-            params.append(self.status)
+            out.append(("status", None, self.status))
         if self.title is not None:
-            title = validate.text(self.title, "title", 200)
-            conditions.append("instr(lower(coalesce(title, '')), ?) > 0")
-            params.append(title.lower())
+            out.append(("title", None, validate.text(self.title, "title", 200).lower()))
         if self.metadata is not None:
             if not isinstance(self.metadata, dict):
                 raise InvalidInput("metadata", "must be an object of keys and values to match")
@@ -171,12 +170,11 @@ class Filters:
                 where = f"metadata.{key}"
                 if not isinstance(key, str) or not key or '"' in key or len(key) > 200:
                     raise InvalidInput(where, "a key must be 1-200 characters without '\"'")
-                kind = _JSON_TYPES.get(type(value))
-                if kind is None or (isinstance(value, float) and not math.isfinite(value)):
+                if type(value) not in _JSON_TYPES or (
+                    isinstance(value, float) and not math.isfinite(value)
+                ):
                     raise InvalidInput(where, "must be a string, a number or a boolean")
-                path = f'$."{key}"'
-                conditions.append("json_type(metadata, ?) = ? AND json_extract(metadata, ?) = ?")
-                params += [path, kind(value), path, value]
+                out.append(("metadata", key, value))
         for field, column, op in (
             ("created_after", "created_at", ">="),
             ("created_before", "created_at", "<"),
@@ -185,8 +183,27 @@ class Filters:
         ):
             stamp = validate.moment(getattr(self, field), field)
             if stamp is not None:
-                conditions.append(f"{column} {op} ?")
-                params.append(stamp)
+                out.append((op, column, stamp))
+        return out
+
+    def where(self) -> tuple[list[str], list[Any]]:
+        """The conditions as SQLite's SQL, with their parameters."""
+        conditions: list[str] = []
+        params: list[Any] = []
+        for kind, subject, value in self.checked():
+            if kind == "status":
+                conditions.append("status = ?")
+                params.append(value)
+            elif kind == "title":
+                conditions.append("instr(lower(coalesce(title, '')), ?) > 0")
+                params.append(value)
+            elif kind == "metadata":
+                path = f'$."{subject}"'
+                conditions.append("json_type(metadata, ?) = ? AND json_extract(metadata, ?) = ?")
+                params += [path, _JSON_TYPES[type(value)](value), path, value]
+            else:
+                conditions.append(f"{subject} {kind} ?")
+                params.append(value)
         return conditions, params
 
 

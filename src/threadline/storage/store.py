@@ -1,40 +1,24 @@
-"""``Store``: the async API over one user's SQLite file.
+"""``Store``: the async API over one user's store, in a SQLite file or a PostgreSQL database.
 
-Every method resolves everything from its arguments: there is no current session. Each call is
-one trip to a database thread: writes are one group-committed ``BEGIN IMMEDIATE`` transaction,
-reads one snapshot on a reader connection.
+Every method resolves everything from its arguments: there is no current session. A method
+checks its arguments (what the rules of ``validate`` say, and a message's stored form,
+encoded here on the caller's side) and hands the call to the store's backend: ``sqlite`` (one
+file per user; a write is one group-committed ``BEGIN IMMEDIATE`` transaction, a read one
+snapshot on a reader connection) or ``postgres`` (one database for many users; each call one
+transaction scoped to the user). The backends return the same models and raise the same
+errors.
 """
 
 from __future__ import annotations
 
-import logging
-import sqlite3
 from collections.abc import Callable, Generator, Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Concatenate, Literal, ParamSpec, TypeVar
-
-import anyio
-import anyio.to_thread
+from typing import TYPE_CHECKING, Any, Literal, TypeAlias
 
 from threadline.config import Config
-from threadline.storage import (
-    compaction,
-    context,
-    indexing,
-    operations,
-    reading,
-    records,
-    schema,
-    scope,
-    search,
-    sessions,
-    transfer,
-    tree,
-    validate,
-)
-from threadline.storage.engine import Database
-from threadline.storage.errors import InvalidInput, StoreError
+from threadline.storage import records, scope, sessions, tree, validate
+from threadline.storage.errors import InvalidInput
 from threadline.storage.models import (
     AppendResult,
     BlockUsage,
@@ -54,65 +38,48 @@ from threadline.storage.models import (
     SessionList,
     UsageTotals,
 )
+from threadline.storage.sqlite import SQLiteBackend
 
-log = logging.getLogger(__name__)
-T = TypeVar("T")
-P = ParamSpec("P")
+if TYPE_CHECKING:  # imported when opened: asyncpg is an optional extra
+    from threadline.storage.postgres.backend import PostgresBackend
+
 Messages = Sequence[MessageIn | dict[str, Any]]
+Backend: TypeAlias = "SQLiteBackend | PostgresBackend"
+
+# What names a PostgreSQL database rather than a file.
+URL_SCHEMES = ("postgresql://", "postgres://")
 
 
 class Store:
-    """Sessions, messages, context blocks, search and usage for one user, in one SQLite file.
+    """Sessions, messages, context blocks, search and usage for one user.
 
     Open with ``store = await Store.open(path)`` and ``await store.close()``, or
-    ``async with Store.open(path) as store:``.
+    ``async with Store.open(path) as store:``. A ``postgresql://`` URL instead of a path opens
+    a PostgreSQL database, as the user ``user`` (one database holds many users, each seeing
+    only their own sessions).
     """
 
-    def __init__(self, db: Database) -> None:
-        self._db = db
-        self.config = db.config
-        self.path = db.path
-        self._searcher = search.Searcher(db.config)
+    def __init__(self, backend: Backend) -> None:
+        self._backend = backend
+        self.config = backend.config
+        self.path = backend.path
 
     @classmethod
-    def open(cls, path: str | Path, config: Config | None = None) -> _Opening:
-        return _Opening(Path(path), config or Config())
+    def open(
+        cls, path: str | Path, config: Config | None = None, *, user: str = "local"
+    ) -> _Opening:
+        return _Opening(path, config or Config(), user)
 
     async def close(self) -> None:
-        """Index what waits for search, finish queued writes, close every connection.
-
-        Indexing on close is a courtesy (search sees unindexed messages anyway), so a store
-        that cannot be written (read-only, disk full) still closes cleanly.
-        """
-        if self._db.closed:
-            return
-        # Shielded: a store closed in a cancelled scope (a failed sibling task, a cancelled
-        # request) must still release its connections and the write lock.
-        with anyio.CancelScope(shield=True):
-            try:
-                await self._db.write(indexing.index_pending)
-            except StoreError as exc:
-                log.warning("%s: search indexing skipped on close: %s", self.path, exc)
-            finally:
-                await self._db.close()
+        """Finish queued writes and close every connection (on SQLite, search indexing is
+        brought up to date first, where the file can still be written)."""
+        await self._backend.close()
 
     def observe_commits(self, observer: Callable[[int], None] | None) -> None:
         """Call ``observer(n)`` after each group commit with the number of writes it carried
         (None stops it). It runs in the writer thread, so it must be quick and thread-safe
         (``list.append`` is); benchmarks use it to see how writes group."""
-        self._db.on_commit = observer
-
-    async def _w(
-        self, fn: Callable[Concatenate[sqlite3.Connection, P], T], *args: P.args, **kwargs: P.kwargs
-    ) -> T:
-        """Run ``fn(conn, *args, **kwargs)`` as one write transaction."""
-        return await self._db.write(lambda conn: fn(conn, *args, **kwargs))
-
-    async def _r(
-        self, fn: Callable[Concatenate[sqlite3.Connection, P], T], *args: P.args, **kwargs: P.kwargs
-    ) -> T:
-        """Run ``fn(conn, *args, **kwargs)`` on one read snapshot."""
-        return await self._db.read(lambda conn: fn(conn, *args, **kwargs))
+        self._backend.observe_commits(observer)
 
     # -- sessions -----------------------------------------------------------------------
 
@@ -128,10 +95,10 @@ class Store:
         batch = (
             validate.encode(validate.messages(messages, config.limits), config) if messages else []
         )
-        return await self._w(operations.create_session, config, title, session_id, metadata, batch)
+        return await self._backend.create_session(title, session_id, metadata, batch)
 
     async def get_session(self, session_id: str) -> SessionInfo:
-        return await self._r(sessions.info, config=self.config, session_id=session_id)
+        return await self._backend.get_session(session_id)
 
     async def list_sessions(
         self,
@@ -153,9 +120,7 @@ class Store:
         filters = sessions.Filters(
             status, title, metadata, created_after, created_before, updated_after, updated_before
         )
-        return await self._r(
-            sessions.listing, config=self.config, limit=limit, cursor=cursor, filters=filters
-        )
+        return await self._backend.list_sessions(limit, cursor, filters)
 
     async def rename_session(
         self,
@@ -165,11 +130,11 @@ class Store:
     ) -> SessionInfo:
         """Change the title (``None`` removes it; omitted keeps it) and, if given, replace
         the metadata."""
-        return await self._w(operations.rename_session, self.config, session_id, title, metadata)
+        return await self._backend.rename_session(session_id, title, metadata)
 
     async def delete_session(self, session_id: str) -> Deleted:
         """Delete a session with its messages, compactions, usage and session blocks."""
-        return await self._w(operations.delete_session, session_id)
+        return await self._backend.delete_session(session_id)
 
     async def prune(
         self,
@@ -190,33 +155,13 @@ class Store:
             status="ended" if ended_before is not None else status,
             updated_before=ended_before or inactive_before,
         )
-        before = await anyio.to_thread.run_sync(self._db.size)
-        if dry_run:
-            chosen: tuple[list[str], int] = await self._r(sessions.prune, filters, True)
-        else:
-            chosen = await self._w(sessions.prune, filters, False)
-            if chosen[0]:
-                await anyio.to_thread.run_sync(self._db.vacuum_sync)
-        after = before if dry_run else await anyio.to_thread.run_sync(self._db.size)
-        return Pruned.model_construct(
-            sessions=chosen[0],
-            messages=chosen[1],
-            dry_run=dry_run,
-            bytes_before=before,
-            bytes_after=after,
-        )
+        return await self._backend.prune(filters, dry_run)
 
     async def fork_session(
         self, session_id: str, message_id: str | None = None, title: str | None = None
     ) -> SessionInfo:
         """A new session holding a copy of the path up to ``message_id`` (default: the head)."""
-        # A fork adds its whole path to the unindexed tail at once: a chunk indexed along would
-        # not shorten that tail noticeably, and at a million messages the FTS5 merges it sets
-        # off were a third of the fork's time. The copies are indexed when writes pause.
-        return await self._db.write(
-            lambda conn: operations.fork_session(conn, self.config, session_id, message_id, title),
-            index_along=False,  # see above
-        )
+        return await self._backend.fork_session(session_id, message_id, title)
 
     # -- messages -----------------------------------------------------------------------
 
@@ -239,7 +184,7 @@ class Store:
         nothing changes, so two workers serving one thread cannot interleave their turns.
         """
         batch = validate.encode(validate.messages(messages, self.config.limits), self.config)
-        return await self._w(tree.append, self.config, session_id, batch, parent_id, expected_head)
+        return await self._backend.append_messages(session_id, batch, parent_id, expected_head)
 
     async def get_history(
         self,
@@ -256,22 +201,21 @@ class Store:
         page before them. Compacted ranges read as their summary unless ``include_compacted``.
         ``truncate_tool_output`` shortens tool results older than the latest user turn.
         """
-        return await self._r(
-            reading.history,
-            session_id,
-            leaf_id=leaf_id,
-            limit=limit,
-            before=before,
-            include_compacted=include_compacted,
-            truncate_tool_output=truncate_tool_output,
-        )
+        page = {
+            "leaf_id": leaf_id,
+            "limit": limit,
+            "before": before,
+            "include_compacted": include_compacted,
+            "truncate_tool_output": truncate_tool_output,
+        }
+        return await self._backend.get_history(session_id, page)
 
     async def get_history_and_branches(
         self, session_id: str, **page: Any
     ) -> tuple[History, list[Branch]]:
         """``get_history(session_id, **page)`` and ``list_branches``, read from one snapshot
         (so the page and the branch list agree even while another writer appends)."""
-        return await self._r(operations.history_and_branches, session_id, page)
+        return await self._backend.get_history_and_branches(session_id, page)
 
     async def history_since(self, session_id: str, revision: str | None = None) -> HistoryDelta:
         """What changed in the whole history (as ``get_history`` reads it) since the read
@@ -281,36 +225,34 @@ class Store:
         often (``ThreadlineSession``): a read that finds nothing new reads no message."""
         if revision is not None and (not isinstance(revision, str) or len(revision) > 64):
             raise InvalidInput("revision", "must be a revision from an earlier read, or None")
-        return await self._r(reading.since, session_id, revision)
+        return await self._backend.history_since(session_id, revision)
 
     async def list_branches(self, session_id: str) -> list[Branch]:
         """Every leaf of the session's message tree, oldest first; usually one is the head."""
-        return await self._r(tree.branches, session_id=session_id)
+        return await self._backend.list_branches(session_id)
 
     async def set_head(
         self, session_id: str, message_id: str, *, expected_head: str | None = tree.OMITTED
     ) -> SessionInfo:
         """Move the head, so history and the next append follow ``message_id``'s path
         (guarded by ``expected_head`` as ``append_messages`` is)."""
-        return await self._w(
-            operations.set_head, self.config, session_id, message_id, expected_head
-        )
+        return await self._backend.set_head(session_id, message_id, expected_head)
 
     async def delete_messages(self, session_id: str, message_id: str) -> Deleted:
         """Delete a message and every message below it; the head moves up if it was there."""
-        return await self._w(operations.delete_messages, self.config, session_id, message_id)
+        return await self._backend.delete_messages(session_id, message_id)
 
     async def clear_session(
         self, session_id: str, *, expected_head: str | None = tree.OMITTED
     ) -> Deleted:
         """Empty the thread: every message goes (with its compactions), the session, its
         context blocks and its usage totals stay, and its frozen prompt is rendered anew."""
-        return await self._w(operations.clear_session, self.config, session_id, expected_head)
+        return await self._backend.clear_session(session_id, expected_head)
 
     async def pop_message(self, session_id: str) -> Message | None:
         """Take the newest message (the head) off the session and return it, in one write;
         None when the session has none."""
-        return await self._w(tree.pop, session_id)
+        return await self._backend.pop_message(session_id)
 
     # -- compaction ---------------------------------------------------------------------
 
@@ -318,13 +260,7 @@ class Store:
         self, session_id: str, keep_first: int | None = None, keep_last: int | None = None
     ) -> CompactionPlan:
         """The range ``compact_session`` would replace now, with its messages, to summarise."""
-        return await self._r(
-            compaction.plan,
-            config=self.config,
-            session_id=session_id,
-            keep_first=keep_first,
-            keep_last=keep_last,
-        )
+        return await self._backend.plan_compaction(session_id, keep_first, keep_last)
 
     async def compact_session(
         self,
@@ -342,15 +278,8 @@ class Store:
         protected tail (its id is ``new_session_id``). ``expected_head`` guards it as it
         guards ``append_messages``: a summary written from a stale read is refused.
         """
-        return await self._w(
-            compaction.compact,
-            self.config,
-            session_id,
-            summary,
-            keep_first,
-            keep_last,
-            split,
-            expected_head,
+        return await self._backend.compact_session(
+            session_id, summary, keep_first, keep_last, split, expected_head
         )
 
     # -- context ------------------------------------------------------------------------
@@ -366,17 +295,15 @@ class Store:
 
         ``session_id`` may be ``None`` for a user-scoped block (shared by every session).
         """
-        return await self._w(context.update, self.config, session_id, label, content, mode)
+        return await self._backend.update_context(session_id, label, content, mode)
 
     async def get_context(self, session_id: str, refresh: bool = False) -> ContextView:
         """The session's blocks and its frozen system prompt (re-rendered first if ``refresh``)."""
-        if refresh:
-            return await self._w(operations.refreshed_context, self.config, session_id)
-        return await self._r(context.view, self.config, session_id)
+        return await self._backend.get_context(session_id, refresh)
 
     async def get_user_context(self) -> list[ContextBlock]:
         """The user-scoped blocks (shared by every session), without naming a session."""
-        return await self._r(operations.user_context, self.config)
+        return await self._backend.get_user_context()
 
     # -- search and usage ---------------------------------------------------------------
 
@@ -401,18 +328,15 @@ class Store:
         each hit on its path to include (0-5).
         """
         validate.limit(limit, "limit", 1, 50)
-        return await self._r(
-            self._searcher.search,
-            query,
-            session_id=session_id,
-            role=role,
-            after=after,
-            before=before,
-            order=order,
-            context=context,
-            limit=limit,
-            cursor=cursor,
-        )
+        options = {
+            "session_id": session_id,
+            "role": role,
+            "after": after,
+            "before": before,
+            "order": order,
+            "context": context,
+        }
+        return await self._backend.session_search(query, limit, cursor, options)
 
     async def record_usage(
         self,
@@ -423,8 +347,8 @@ class Store:
         model: str | None = None,
     ) -> UsageTotals:
         """Add one turn's token and cost usage to the session's totals."""
-        return await self._w(
-            sessions.record_usage, session_id, input_tokens, output_tokens, cost, model
+        return await self._backend.record_usage(
+            session_id, input_tokens, output_tokens, cost, model
         )
 
     # -- export and import --------------------------------------------------------------
@@ -433,44 +357,41 @@ class Store:
         self, sink: records.Sink, session_ids: list[str] | None = None
     ) -> records.Header:
         """Feed ``sink`` the sessions (default: all) and user blocks, from one snapshot."""
-        return await self._r(transfer.export, sink, session_ids)
+        return await self._backend.export(sink, session_ids)
 
     async def export_session(self, session_id: str) -> records.SessionRecord:
         """One session as it is stored: every branch, compaction, usage record and block."""
-        return await self._r(transfer.dump_session, session_id)
+        return await self._backend.export_session(session_id)
 
     async def import_session(self, record: records.SessionRecord) -> records.ImportedSession:
         """Restore an exported session exactly, in one transaction; its id must be free."""
-        return await self._w(transfer.load_session, record)
+        return await self._backend.import_session(record)
 
     async def user_block_conflicts(self, blocks: list[records.BlockRecord]) -> list[str]:
         """Labels of user blocks stored here with other content than ``blocks``."""
-        return await self._r(transfer.block_conflicts, blocks)
+        return await self._backend.user_block_conflicts(blocks)
 
     async def import_user_blocks(self, blocks: list[records.BlockRecord]) -> int:
         """Store the user blocks this store lacks; refuse all if any differs. Returns how many."""
-        return await self._w(transfer.load_user_blocks, blocks)
+        return await self._backend.import_user_blocks(blocks)
 
 
 class _Opening:
     """``Store.open(...)``: awaitable, and usable as ``async with``."""
 
-    def __init__(self, path: Path, config: Config) -> None:
+    def __init__(self, path: str | Path, config: Config, user: str) -> None:
         self._path = path
         self._config = config
+        self._user = user
         self._store: Store | None = None
 
     async def _open(self) -> Store:
-        config = self._config
-        writer = await anyio.to_thread.run_sync(schema.open_writer, self._path, config)
-        try:
-            await anyio.to_thread.run_sync(indexing.backfill_words, writer)
-        except BaseException:
-            writer.close()
-            raise
-        return Store(
-            Database(self._path, config, writer, indexing.index_pending, indexing.newest_pk)
-        )
+        if isinstance(self._path, str) and self._path.startswith(URL_SCHEMES):
+            from threadline.storage.postgres.backend import PostgresBackend
+
+            validate.text(self._user, "user", 200, allow_empty=False)
+            return Store(await PostgresBackend.open(self._path, self._user, self._config))
+        return Store(await SQLiteBackend.open(Path(self._path), self._config))
 
     def __await__(self) -> Generator[Any, None, Store]:
         return self._open().__await__()

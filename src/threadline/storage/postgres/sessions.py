@@ -1,0 +1,245 @@
+"""Sessions on PostgreSQL: create, read, list, rename, delete, and their usage totals, with
+the rules of ``storage/sessions.py`` (titles, metadata, filters, cursors, usage values)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from threadline.config import Config
+from threadline.storage import validate
+from threadline.storage.errors import InvalidInput, SessionExists, SessionNotFound
+from threadline.storage.models import SessionInfo, SessionList, SessionSummary, UsageTotals
+from threadline.storage.postgres import context
+from threadline.storage.postgres.rows import Tx, session_row
+from threadline.storage.sessions import Filters, check_title
+from threadline.storage.tree import OMITTED
+from threadline.text import new_id, now
+
+_SUMMARY = """s.id, s.title, s.status, s.created_at, s.updated_at, s.message_count,
+              s.token_estimate, s.parent_session_id"""
+
+# The head's id and depth, and how many compactions: what ``info`` adds to the row.
+_INFO = f"""{_SUMMARY}, s.metadata, s.lineage, s.forked_from_message_id,
+    h.id AS head_id, h.depth AS head_depth,
+    (SELECT count(*) FROM compactions c WHERE c.user_id = $1 AND c.session_id = s.id) AS comps,
+    s.input_tokens, s.output_tokens, s.cost, s.turns, s.last_model"""
+
+
+async def create(
+    tx: Tx,
+    config: Config,
+    title: str | None,
+    session_id: str | None,
+    metadata: dict[str, Any] | None,
+) -> str:
+    sid = new_id() if session_id is None else validate.new_session_id(session_id)
+    checked = check_title(title, config)
+    encoded = validate.metadata(metadata, "metadata", config.limits)
+    stamp = now()
+    inserted = await tx.fetchval(
+        "INSERT INTO sessions (user_id, id, title, metadata, system_prompt, prompt_rendered_at, "
+        "created_at, updated_at) VALUES ($1, $2, $3, $4, '', $5, $5, $5) "
+        "ON CONFLICT DO NOTHING RETURNING true",
+        sid,
+        checked,
+        encoded,
+        stamp,
+    )
+    if not inserted:
+        raise SessionExists(sid)
+    await context.freeze(tx, config, sid)
+    return sid
+
+
+async def info(tx: Tx, config: Config, session_id: str) -> SessionInfo:
+    validate.session_id(session_id)
+    row = await tx.fetchrow(
+        f"SELECT {_INFO} FROM sessions s LEFT JOIN messages h "
+        "ON h.user_id = $1 AND h.pk = s.head_pk WHERE s.user_id = $1 AND s.id = $2",
+        session_id,
+    )
+    if row is None:
+        raise SessionNotFound(session_id)
+    estimate = row["token_estimate"]
+    count = row["message_count"]
+    return SessionInfo.model_construct(
+        session_id=row["id"],
+        title=row["title"],
+        status=row["status"],
+        created_at=row["created_at"],
+        updated_at=row["updated_at"],
+        message_count=count,
+        token_estimate=estimate,
+        needs_compaction=estimate > config.compaction.threshold_tokens,
+        parent_session_id=row["parent_session_id"],
+        metadata=json.loads(row["metadata"]) if row["metadata"] else None,
+        lineage=row["lineage"],
+        forked_from_message_id=row["forked_from_message_id"],
+        continued_in=await continued_in(tx, session_id) if row["status"] == "ended" else None,
+        head_id=row["head_id"],
+        branch_count=1 if row["head_depth"] == count else await branch_count(tx, session_id),
+        compactions=row["comps"],
+        input_tokens=row["input_tokens"],
+        output_tokens=row["output_tokens"],
+        cost=row["cost"],
+        turns=row["turns"],
+        last_model=row["last_model"],
+    )
+
+
+async def continued_in(tx: Tx, session_id: str) -> str | None:
+    """The session an ended one was split into."""
+    found: str | None = await tx.fetchval(
+        "SELECT id FROM sessions WHERE user_id = $1 AND parent_session_id = $2 "
+        "AND lineage = 'split' ORDER BY created_at, id LIMIT 1",
+        session_id,
+    )
+    return found
+
+
+async def branch_count(tx: Tx, session_id: str) -> int:
+    count: int = await tx.fetchval(
+        "SELECT count(*) FROM messages m WHERE m.user_id = $1 AND m.session_id = $2 "
+        "AND NOT EXISTS (SELECT 1 FROM messages c WHERE c.user_id = $1 AND c.parent_pk = m.pk)",
+        session_id,
+    )
+    return count
+
+
+def _where(filters: Filters, params: list[Any]) -> list[str]:
+    """``filters`` as SQL over ``sessions s``; parameters are appended to ``params`` (which
+    follow the user, ``$1``)."""
+
+    def p(value: Any) -> str:
+        params.append(value)
+        return f"${len(params) + 1}"
+
+    conditions = []
+    for kind, subject, value in filters.checked():
+        if kind == "status":
+            conditions.append(f"s.status = {p(value)}")
+        elif kind == "title":
+            conditions.append(f"strpos(lower(coalesce(s.title, '')), {p(value)}) > 0")
+        elif kind == "metadata":
+            conditions.append(
+                f"(s.metadata::jsonb -> {p(subject)}) = {p(json.dumps(value))}::jsonb"
+            )
+        else:
+            conditions.append(f"s.{subject} {kind} {p(value)}")
+    return conditions
+
+
+async def listing(
+    tx: Tx, config: Config, limit: int, cursor: str | None, filters: Filters
+) -> SessionList:
+    validate.limit(limit, "limit", 1, 200)
+    params: list[Any] = []
+    conditions = ["s.user_id = $1", *_where(filters, params)]
+    if cursor is not None:
+        after = validate.decode_cursor(cursor, "cursor", (str, str))
+        params += after
+        conditions.append(f"(s.updated_at, s.id) < (${len(params)}, ${len(params) + 1})")
+    params.append(limit + 1)
+    rows = await tx.fetch(
+        f"SELECT {_SUMMARY} FROM sessions s WHERE {' AND '.join(conditions)} "
+        f"ORDER BY s.updated_at DESC, s.id DESC LIMIT ${len(params) + 1}",
+        *params,
+    )
+    more = len(rows) > limit
+    sessions = [
+        SessionSummary.model_construct(
+            session_id=r["id"],
+            title=r["title"],
+            status=r["status"],
+            created_at=r["created_at"],
+            updated_at=r["updated_at"],
+            message_count=r["message_count"],
+            token_estimate=r["token_estimate"],
+            needs_compaction=r["token_estimate"] > config.compaction.threshold_tokens,
+            parent_session_id=r["parent_session_id"],
+        )
+        for r in rows[:limit]
+    ]
+    next_cursor = None
+    if more:
+        last = sessions[-1]
+        next_cursor = validate.encode_cursor([last.updated_at, last.session_id])
+    return SessionList.model_construct(sessions=sessions, next_cursor=next_cursor)
+
+
+async def rename(
+    tx: Tx, config: Config, session_id: str, title: Any, metadata: dict[str, Any] | None
+) -> None:
+    await session_row(tx, session_id, "1")
+    keep = title is OMITTED
+    checked = None if keep else check_title(title, config)
+    encoded = validate.metadata(metadata, "metadata", config.limits)
+    await tx.execute(
+        "UPDATE sessions SET title = CASE WHEN $3 THEN title ELSE $4 END, "
+        "metadata = coalesce($5, metadata), updated_at = $6 WHERE user_id = $1 AND id = $2",
+        session_id,
+        keep,
+        checked,
+        encoded,
+        now(),
+    )
+
+
+async def delete(tx: Tx, session_id: str) -> int:
+    row = await session_row(tx, session_id, "s.message_count")
+    await tx.execute(
+        "DELETE FROM context_blocks WHERE user_id = $1 AND session_id = $2", session_id
+    )
+    await tx.execute("DELETE FROM sessions WHERE user_id = $1 AND id = $2", session_id)
+    return int(row["message_count"])
+
+
+async def record_usage(
+    tx: Tx,
+    session_id: str,
+    input_tokens: int,
+    output_tokens: int,
+    cost: float | None,
+    model: str | None,
+) -> UsageTotals:
+    await session_row(tx, session_id, "1")
+    validate.limit(input_tokens, "input_tokens", 0, 10**12)
+    validate.limit(output_tokens, "output_tokens", 0, 10**12)
+    if cost is not None and (
+        isinstance(cost, bool) or not isinstance(cost, int | float) or not 0 <= cost <= 1e9
+    ):
+        raise InvalidInput("cost", "must be a number from 0 to 1e9")
+    if model is not None:
+        validate.text(model, "model", 200, allow_empty=False)
+    stamp = now()
+    await tx.execute(
+        "INSERT INTO usage (user_id, session_id, input_tokens, output_tokens, cost, model, "
+        "created_at) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        session_id,
+        input_tokens,
+        output_tokens,
+        None if cost is None else float(cost),
+        model,
+        stamp,
+    )
+    row = await tx.fetchrow(
+        "UPDATE sessions SET input_tokens = input_tokens + $3, output_tokens = output_tokens + $4, "
+        "cost = cost + $5, turns = turns + 1, last_model = coalesce($6, last_model), "
+        "updated_at = $7 WHERE user_id = $1 AND id = $2 "
+        "RETURNING input_tokens, output_tokens, cost, turns",
+        session_id,
+        input_tokens,
+        output_tokens,
+        float(cost or 0.0),
+        model,
+        stamp,
+    )
+    assert row is not None
+    return UsageTotals.model_construct(
+        session_id=session_id,
+        input_tokens=row["input_tokens"],
+        output_tokens=row["output_tokens"],
+        cost=row["cost"],
+        turns=row["turns"],
+    )
