@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.helpers import BACKENDS
 from threadline import (
     Config,
     InvalidInput,
@@ -29,6 +30,7 @@ async def _session(store: Store, n: int) -> str:
     return sid
 
 
+@BACKENDS
 async def test_compaction_replaces_the_middle_when_reading_and_keeps_the_originals(
     store: Store,
 ) -> None:
@@ -56,6 +58,7 @@ async def test_compaction_replaces_the_middle_when_reading_and_keeps_the_origina
     assert info.compactions == 1
 
 
+@BACKENDS
 async def test_token_estimate_drops_after_compaction(store: Store) -> None:
     sid = (await store.create_session()).session_id
     await store.append_messages(
@@ -81,6 +84,7 @@ async def test_needs_compaction_follows_the_threshold(db_path: Path) -> None:
         assert not (await store.get_session(sid)).needs_compaction
 
 
+@BACKENDS
 async def test_a_tool_call_is_never_separated_from_its_result(store: Store) -> None:
     sid = (await store.create_session()).session_id
     await store.append_messages(
@@ -103,6 +107,7 @@ async def test_a_tool_call_is_never_separated_from_its_result(store: Store) -> N
     assert (plan.first_id, plan.last_id) == ("a1", "u2")
 
 
+@BACKENDS
 async def test_a_later_compaction_extends_the_earlier_one(store: Store) -> None:
     sid = await _session(store, 20)
     first = await store.compact_session(sid, "first summary", keep_first=2, keep_last=10)
@@ -121,6 +126,7 @@ async def test_a_later_compaction_extends_the_earlier_one(store: Store) -> None:
     assert len(full.messages) == 26
 
 
+@BACKENDS
 async def test_compaction_follows_the_path_it_was_made_on(store: Store) -> None:
     sid = await _session(store, 12)
     await store.compact_session(sid, "gist", keep_first=1, keep_last=2)
@@ -139,6 +145,7 @@ async def test_compaction_follows_the_path_it_was_made_on(store: Store) -> None:
     assert main_path.messages[1].summary_of == 9
 
 
+@BACKENDS
 async def test_paging_through_a_summary(store: Store) -> None:
     sid = await _session(store, 20)
     result = await store.compact_session(sid, "gist", keep_first=2, keep_last=4)
@@ -150,6 +157,7 @@ async def test_paging_through_a_summary(store: Store) -> None:
     assert not older.has_more
 
 
+@BACKENDS
 async def test_nothing_to_compact_in_a_short_session(store: Store) -> None:
     sid = await _session(store, 3)
     with pytest.raises(NothingToCompact, match="nothing to compact"):
@@ -157,6 +165,7 @@ async def test_nothing_to_compact_in_a_short_session(store: Store) -> None:
     assert (await store.get_session(sid)).compactions == 0
 
 
+@BACKENDS
 async def test_the_defaults_compact_an_ordinary_conversation(store: Store) -> None:
     """40 messages of about 60 tokens each (2,400 in all, under the default tail's 8,000
     tokens): the default tail keeps at most half of what follows the protected start."""
@@ -177,6 +186,7 @@ async def test_the_defaults_compact_an_ordinary_conversation(store: Store) -> No
     assert then.new_session_id is not None  # a split right after a compaction works too
 
 
+@BACKENDS
 async def test_nothing_to_compact_names_the_arguments_to_change(store: Store) -> None:
     sid = await _session(store, 8)
 
@@ -188,6 +198,7 @@ async def test_nothing_to_compact_names_the_arguments_to_change(store: Store) ->
     assert (await store.compact_session(sid, "summary")).replaced == 3  # the default tail: 3
 
 
+@BACKENDS
 async def test_compacting_twice_with_nothing_new_is_refused(store: Store) -> None:
     sid = await _session(store, 12)
     await store.compact_session(sid, "gist", keep_last=2)
@@ -197,6 +208,7 @@ async def test_compacting_twice_with_nothing_new_is_refused(store: Store) -> Non
 
 
 @pytest.mark.parametrize("summary", ["", "   ", 5])
+@BACKENDS
 async def test_compaction_needs_a_summary(store: Store, summary: object) -> None:
     sid = await _session(store, 12)
     with pytest.raises(InvalidInput) as err:
@@ -204,6 +216,7 @@ async def test_compaction_needs_a_summary(store: Store, summary: object) -> None
     assert err.value.field == "summary"
 
 
+@BACKENDS
 async def test_summary_ids_are_reserved(store: Store) -> None:
     sid = await _session(store, 12)
     result = await store.compact_session(sid, "gist", keep_last=2)
@@ -215,6 +228,7 @@ async def test_summary_ids_are_reserved(store: Store) -> None:
     assert (await store.get_session(sid)).message_count == 12
 
 
+@BACKENDS
 async def test_split_ends_the_session_and_seeds_a_child(store: Store) -> None:
     sid = await _session(store, 12)
     await store.update_context(sid, "scratchpad", "plan: finish")
@@ -237,6 +251,7 @@ async def test_split_ends_the_session_and_seeds_a_child(store: Store) -> None:
     await store.append_messages(child.session_id, [{"role": "user", "content": "go on"}])
 
 
+@BACKENDS
 async def test_compaction_refreshes_the_frozen_prompt(store: Store) -> None:
     sid = await _session(store, 12)
     await store.update_context(sid, "memory", "likes tea")

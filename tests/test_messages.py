@@ -320,6 +320,7 @@ async def test_history_since_gives_what_follows_or_the_whole_history(store: Stor
         await store.history_since(sid, "x" * 65)
 
 
+@BACKENDS
 async def test_history_since_follows_every_change_a_session_can_take(store: Store) -> None:
     """Whatever happens to the session, what a reader holds plus what history_since gives
     is get_history's whole history, message for message."""

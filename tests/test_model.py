@@ -1135,6 +1135,7 @@ TestStoreModel = StoreMachine.TestCase
 # -- defects found by the machine, as plain tests -------------------------------------------
 
 
+@BACKENDS
 async def test_an_explicit_keep_last_is_exact_when_the_newest_message_is_empty(
     store: Store,
 ) -> None:
@@ -1151,6 +1152,7 @@ async def test_an_explicit_keep_last_is_exact_when_the_newest_message_is_empty(
     assert (result.first_id, result.last_id, result.replaced) == ("a", "c", 3)
 
 
+@BACKENDS
 async def test_paged_history_flags_a_compacted_range_on_every_page(store: Store) -> None:
     sid = (await store.create_session()).session_id
     await store.append_messages(
@@ -1165,6 +1167,7 @@ async def test_paged_history_flags_a_compacted_range_on_every_page(store: Store)
     assert [(m.id, m.compacted) for m in older.messages] == [("m0", True), ("m1", True)]
 
 
+@BACKENDS
 async def test_the_token_estimate_is_what_history_reads_with_overlapping_compactions(
     store: Store,
 ) -> None:

@@ -121,6 +121,7 @@ async def test_list_sessions_newest_activity_first_with_paging(store: Store) -> 
     assert seen[1:] == [i for i in reversed(ids) if i != ids[2]]
 
 
+@BACKENDS
 async def test_list_sessions_filters_by_status(store: Store) -> None:
     sid = (await store.create_session(messages=[{"role": "user", "content": "x"}] * 1)).session_id
     await store.append_messages(sid, [{"role": "assistant", "content": f"a{i}"} for i in range(12)])
@@ -175,6 +176,7 @@ async def test_delete_session_removes_everything_that_is_its_own(store: Store) -
     assert [m.content for m in (await store.get_history(keep)).messages] == ["keep"]
 
 
+@BACKENDS
 async def test_fork_copies_the_path_up_to_a_message_and_records_lineage(store: Store) -> None:
     sid = (await store.create_session(title="base")).session_id
     r = await store.append_messages(
@@ -193,6 +195,7 @@ async def test_fork_copies_the_path_up_to_a_message_and_records_lineage(store: S
     assert fork.message_count == 3
 
 
+@BACKENDS
 async def test_fork_is_independent_of_its_source(store: Store) -> None:
     sid = (await store.create_session()).session_id
     await store.append_messages(sid, [{"role": "user", "content": f"c{i}"} for i in range(12)])
@@ -213,6 +216,7 @@ async def test_fork_is_independent_of_its_source(store: Store) -> None:
     assert (await store.get_session(fork)).message_count == 13
 
 
+@BACKENDS
 async def test_fork_keeps_compactions_on_the_copied_path(store: Store) -> None:
     sid = (await store.create_session()).session_id
     await store.append_messages(sid, [{"role": "user", "content": f"c{i}"} for i in range(12)])
@@ -227,6 +231,7 @@ async def test_fork_keeps_compactions_on_the_copied_path(store: Store) -> None:
     ).token_estimate
 
 
+@BACKENDS
 async def test_fork_of_unknown_message_is_an_error(store: Store) -> None:
     sid = (await store.create_session()).session_id
     with pytest.raises(MessageNotFound, match="message_id: message 'zz' not found"):

@@ -86,6 +86,7 @@ async def test_an_empty_session_is_expected_as_none(store: Store) -> None:
         await store.append_messages("s", turn("B", 0), expected_head=5)  # type: ignore[arg-type]
 
 
+@BACKENDS
 async def test_set_head_and_compaction_take_the_same_guard(store: Store) -> None:
     await store.create_session(session_id="s")
     for n in range(6):

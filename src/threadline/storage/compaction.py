@@ -12,7 +12,7 @@ and, when read, hides it.
 from __future__ import annotations
 
 import sqlite3
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from threadline.config import Config
@@ -27,22 +27,42 @@ from threadline.text import new_id, now
 
 
 @dataclass(frozen=True, slots=True)
-class _Range:
+class Range:
+    """The range a compaction replaces, chosen on a path as it reads (``choose``)."""
+
     entries: list[Entry]  # oldest first
     tail: list[Entry]
     start_pk: int
     end_pk: int
-    replaced: int
     previous: Compaction | None
+    replaced: int = 0  # how many stored messages: set by ``measured``
+
+    def measured(self, start_depth: int, end_depth: int) -> Range:
+        """The range, knowing the depths of its first and last stored messages."""
+        return replace(self, replaced=end_depth - start_depth + 1)
+
+    def plan(self, session_id: str) -> CompactionPlan:
+        messages = [entry.message() for entry in self.entries]
+        return CompactionPlan.model_construct(
+            session_id=session_id,
+            first_id=messages[0].id,
+            last_id=messages[-1].id,
+            message_count=self.replaced,
+            tokens=sum(entry.tokens for entry in self.entries),
+            previous_summary=self.previous.summary if self.previous else None,
+            messages=messages,
+        )
 
 
-def _choose(
-    conn: sqlite3.Connection,
+def choose(
     config: Config,
     session_id: str,
+    path: list[Entry],
     keep_first: int | None,
     keep_last: int | None,
-) -> _Range:
+) -> Range:
+    """The range to compact on ``path`` (the history as it reads now, oldest first): the
+    rules of every backend."""
     rules = config.compaction
     first = (
         rules.keep_first
@@ -52,11 +72,6 @@ def _choose(
     last = (
         rules.keep_last if keep_last is None else validate.limit(keep_last, "keep_last", 0, 10_000)
     )
-    status, head_pk = session_row(conn, session_id, "status, head_pk")
-    if status == "ended":
-        raise ended(conn, session_id, "compact")
-    path = walk(conn, head_pk, compactions(conn, session_id))[::-1]  # oldest first
-
     # An explicit keep_last is exact. The default keeps the last keep_last messages and older
     # ones while they fit in keep_last_tokens, but never more than half of what follows the
     # protected start (in messages and in tokens), so a conversation the caller asks to
@@ -85,22 +100,33 @@ def _choose(
             "never splits a tool call from its result); pass a smaller keep_last or keep_first"
         )
     start, end = chosen[0], chosen[-1]
-    start_pk = start.compaction.start_pk if start.compaction else start.row[0]  # type: ignore[index]
-    end_pk = end.compaction.end_pk if end.compaction else end.row[0]  # type: ignore[index]
-    previous = next((e.compaction for e in reversed(chosen) if e.compaction), None)
+    return Range(
+        entries=chosen,
+        tail=path[hi:],
+        start_pk=start.compaction.start_pk if start.compaction else start.row[0],  # type: ignore[index]
+        end_pk=end.compaction.end_pk if end.compaction else end.row[0],  # type: ignore[index]
+        previous=next((e.compaction for e in reversed(chosen) if e.compaction), None),
+    )
+
+
+def _choose(
+    conn: sqlite3.Connection,
+    config: Config,
+    session_id: str,
+    keep_first: int | None,
+    keep_last: int | None,
+) -> Range:
+    status, head_pk = session_row(conn, session_id, "status, head_pk")
+    if status == "ended":
+        raise ended(conn, session_id, "compact")
+    path = walk(conn, head_pk, compactions(conn, session_id))[::-1]  # oldest first
+    chosen = choose(config, session_id, path, keep_first, keep_last)
     depths = conn.execute(
         "SELECT (SELECT depth FROM messages WHERE pk = ?), "
         "(SELECT depth FROM messages WHERE pk = ?)",
-        (start_pk, end_pk),
+        (chosen.start_pk, chosen.end_pk),
     ).fetchone()
-    return _Range(
-        entries=chosen,
-        tail=path[hi:],
-        start_pk=start_pk,
-        end_pk=end_pk,
-        replaced=depths[1] - depths[0] + 1,
-        previous=previous,
-    )
+    return chosen.measured(depths[0], depths[1])
 
 
 def plan(
@@ -110,17 +136,7 @@ def plan(
     keep_first: int | None = None,
     keep_last: int | None = None,
 ) -> CompactionPlan:
-    chosen = _choose(conn, config, session_id, keep_first, keep_last)
-    messages = [entry.message() for entry in chosen.entries]
-    return CompactionPlan.model_construct(
-        session_id=session_id,
-        first_id=messages[0].id,
-        last_id=messages[-1].id,
-        message_count=chosen.replaced,
-        tokens=sum(entry.tokens for entry in chosen.entries),
-        previous_summary=chosen.previous.summary if chosen.previous else None,
-        messages=messages,
-    )
+    return _choose(conn, config, session_id, keep_first, keep_last).plan(session_id)
 
 
 def compact(

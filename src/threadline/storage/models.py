@@ -244,5 +244,8 @@ class Pruned(_Out):
     )
     messages: int
     dry_run: bool
-    bytes_before: int = Field(description="The file and its WAL, before.")
-    bytes_after: int = Field(description="The file and its WAL, after (a dry run: the same).")
+    bytes_before: int = Field(
+        description="The store's size before: its file and WAL on SQLite, the user's rows on "
+        "PostgreSQL."
+    )
+    bytes_after: int = Field(description="The same, after (a dry run: the same as before).")

@@ -200,14 +200,20 @@ def applied_compactions(
     """The compactions history applies on the path to ``leaf_pk``, as ``walk`` meets them:
     from the leaf up, the newest of those ending on a message, skipping any that ends inside
     a range already applied."""
-    on_path = {row[0] for row in conn.execute(_PATH_PKS, (leaf_pk,))}
-    applied: list[Compaction] = []
+    return applied({row[0] for row in conn.execute(_PATH_PKS, (leaf_pk,))}, comps)
+
+
+def applied(on_path: set[int], comps: list[Compaction]) -> list[Compaction]:
+    """Of ``comps``, those that history applies on a path (the keys of its messages): from
+    the leaf up, the newest of those ending on a message, skipping any that ends inside a range
+    already applied. The rule of every backend."""
+    chosen: list[Compaction] = []
     for c in sorted(comps, key=lambda c: (c.end_depth, c.pk), reverse=True):
         if c.end_pk in on_path and not any(
-            a.start_depth <= c.end_depth <= a.end_depth for a in applied
+            a.start_depth <= c.end_depth <= a.end_depth for a in chosen
         ):
-            applied.append(c)
-    return applied
+            chosen.append(c)
+    return chosen
 
 
 def history(

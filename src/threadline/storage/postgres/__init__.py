@@ -5,8 +5,9 @@ binds the user as its first parameter (``rows.Tx``), so each is routable by the 
 distribution key of a Citus-style sharded deployment); row-level security compares the rows'
 ``user_id`` with the transaction's ``threadline.user`` setting, a second wall behind the
 queries' own scoping. ``Store.open("postgresql://...", user=...)`` opens ``backend``'s
-``PostgresBackend``: sessions, messages, context blocks and usage so far; fork, compaction,
-search, prune, export and import refuse with ``backend.Unsupported`` until they are ported.
+``PostgresBackend``: sessions (forks too), messages, compaction, context blocks and usage so
+far; search, prune, export and import refuse with ``backend.Unsupported`` until they are
+ported.
 
 The driver is asyncpg, chosen by measuring it against psycopg 3 on the store's append and
 history patterns (``bench/drivers.py``; bench/README.md has the figures).

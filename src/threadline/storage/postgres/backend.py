@@ -3,8 +3,8 @@
 The same methods as ``storage/sqlite.py``'s ``SQLiteBackend``, taking the same validated
 arguments and returning the same models. Each runs one function of ``sessions``, ``tree`` or
 ``context`` in ``Database.transaction(user)``, through a ``Tx`` that binds the user to every
-statement. Operations not yet on this backend (fork, compaction, search, prune, export and
-import: issue 16 continues) refuse with ``Unsupported``, changing nothing.
+statement. Search is not on this backend yet (issue 16 continues): it refuses with
+``Unsupported``, changing nothing.
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ from threadline.storage.models import (
     SessionList,
     UsageTotals,
 )
-from threadline.storage.postgres import context, sessions, tree
+from threadline.storage.postgres import compaction, context, reading, sessions, transfer, tree
 from threadline.storage.postgres.engine import Database
 from threadline.storage.postgres.rows import Tx, message_id
 from threadline.storage.sessions import Filters
@@ -85,6 +85,13 @@ class PostgresBackend:
         async with self._db.transaction(self.user) as conn:
             return await fn(Tx(conn, self.user), *args, **kwargs)
 
+    async def _snapshot(
+        self, fn: Callable[Concatenate[Tx, P], Awaitable[T]], *args: P.args, **kwargs: P.kwargs
+    ) -> T:
+        """Run ``fn(tx, *args, **kwargs)`` reading one snapshot throughout."""
+        async with self._db.transaction(self.user, snapshot=True) as conn:
+            return await fn(Tx(conn, self.user), *args, **kwargs)
+
     # -- sessions -----------------------------------------------------------------------
 
     async def create_session(
@@ -122,12 +129,30 @@ class PostgresBackend:
         return Deleted.model_construct(session_id=session_id, messages_deleted=count, head_id=None)
 
     async def prune(self, filters: Filters, dry_run: bool) -> Pruned:
-        raise Unsupported("prune")
+        """Delete the sessions ``filters`` choose; the sizes are the user's rows, before and
+        after (PostgreSQL reuses the space; autovacuum returns it)."""
+
+        async def run(tx: Tx) -> Pruned:
+            before = await sessions.size(tx)
+            chosen, messages = await sessions.prune(tx, filters, dry_run)
+            return Pruned.model_construct(
+                sessions=chosen,
+                messages=messages,
+                dry_run=dry_run,
+                bytes_before=before,
+                bytes_after=before if dry_run else await sessions.size(tx),
+            )
+
+        return await self._tx(run)
 
     async def fork_session(
         self, session_id: str, message_id: str | None, title: str | None
     ) -> SessionInfo:
-        raise Unsupported("fork_session")
+        async def run(tx: Tx) -> SessionInfo:
+            child = await sessions.fork(tx, self.config, session_id, message_id, title)
+            return await sessions.info(tx, self.config, child)
+
+        return await self._tx(run)
 
     async def record_usage(
         self,
@@ -149,18 +174,20 @@ class PostgresBackend:
         return await self._tx(tree.append, self.config, session_id, batch, parent_id, expected_head)
 
     async def get_history(self, session_id: str, page: dict[str, Any]) -> History:
-        return await self._tx(tree.history, session_id, **page)
+        return await self._tx(reading.history, session_id, **page)
 
     async def get_history_and_branches(
         self, session_id: str, page: dict[str, Any]
     ) -> tuple[History, list[Branch]]:
         async def run(tx: Tx) -> tuple[History, list[Branch]]:
-            return await tree.history(tx, session_id, **page), await tree.branches(tx, session_id)
+            return await reading.history(tx, session_id, **page), await tree.branches(
+                tx, session_id
+            )
 
         return await self._tx(run)
 
     async def history_since(self, session_id: str, revision: str | None) -> HistoryDelta:
-        return await self._tx(tree.since, session_id, revision)
+        return await self._tx(reading.since, session_id, revision)
 
     async def list_branches(self, session_id: str) -> list[Branch]:
         return await self._tx(tree.branches, session_id)
@@ -204,7 +231,7 @@ class PostgresBackend:
     async def plan_compaction(
         self, session_id: str, keep_first: int | None, keep_last: int | None
     ) -> CompactionPlan:
-        raise Unsupported("plan_compaction")
+        return await self._tx(compaction.plan, self.config, session_id, keep_first, keep_last)
 
     async def compact_session(
         self,
@@ -215,7 +242,16 @@ class PostgresBackend:
         split: bool,
         expected_head: Any,
     ) -> CompactionResult:
-        raise Unsupported("compact_session")
+        return await self._tx(
+            compaction.compact,
+            self.config,
+            session_id,
+            summary,
+            keep_first,
+            keep_last,
+            split,
+            expected_head,
+        )
 
     # -- context ------------------------------------------------------------------------
 
@@ -247,16 +283,16 @@ class PostgresBackend:
     # -- export and import --------------------------------------------------------------
 
     async def export(self, sink: records.Sink, session_ids: list[str] | None) -> records.Header:
-        raise Unsupported("export")
+        return await self._snapshot(transfer.export, sink, session_ids)
 
     async def export_session(self, session_id: str) -> records.SessionRecord:
-        raise Unsupported("export")
+        return await self._snapshot(transfer.dump_session, session_id)
 
     async def import_session(self, record: records.SessionRecord) -> records.ImportedSession:
-        raise Unsupported("import")
+        return await self._tx(transfer.load_session, record)
 
     async def user_block_conflicts(self, blocks: list[records.BlockRecord]) -> list[str]:
-        raise Unsupported("import")
+        return await self._tx(transfer.block_conflicts, blocks)
 
     async def import_user_blocks(self, blocks: list[records.BlockRecord]) -> int:
-        raise Unsupported("import")
+        return await self._tx(transfer.load_user_blocks, blocks)

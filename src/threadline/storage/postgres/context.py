@@ -139,3 +139,13 @@ async def update(
     if mode == "replace" and current:
         return done.model_copy(update={"replaced": current})
     return done
+
+
+async def copy_session_blocks(tx: Tx, source: str, target: str) -> None:
+    await tx.execute(
+        "INSERT INTO context_blocks (user_id, label, session_id, content, updated_at) "
+        "SELECT $1, label, $3, content, updated_at FROM context_blocks "
+        "WHERE user_id = $1 AND session_id = $2",
+        source,
+        target,
+    )

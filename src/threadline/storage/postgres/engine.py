@@ -65,13 +65,14 @@ class Database:
         return cls(pool, acquire_timeout)
 
     @asynccontextmanager
-    async def transaction(self, user: str) -> AsyncIterator[Connection]:
+    async def transaction(self, user: str, *, snapshot: bool = False) -> AsyncIterator[Connection]:
         """A connection inside a transaction of ``user``'s; commits when the block ends,
-        rolls back (nothing written) when it raises or is cancelled."""
+        rolls back (nothing written) when it raises or is cancelled. ``snapshot``: every
+        statement reads the same snapshot (``REPEATABLE READ``), as an export must."""
         try:
             for attempt in (1, 2):
                 async with self._acquire() as conn:
-                    tx = conn.transaction()
+                    tx = conn.transaction(isolation="repeatable_read" if snapshot else None)
                     try:
                         await tx.start()
                         await conn.execute(_SCOPE, user)

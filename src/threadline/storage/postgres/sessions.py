@@ -10,8 +10,9 @@ from threadline.config import Config
 from threadline.storage import validate
 from threadline.storage.errors import InvalidInput, SessionExists, SessionNotFound
 from threadline.storage.models import SessionInfo, SessionList, SessionSummary, UsageTotals
-from threadline.storage.postgres import context
-from threadline.storage.postgres.rows import Tx, session_row
+from threadline.storage.postgres import context, reading
+from threadline.storage.postgres.rows import Tx, message_pk, session_row
+from threadline.storage.postgres.rows import message_id as message_id_of
 from threadline.storage.sessions import Filters, check_title
 from threadline.storage.tree import OMITTED
 from threadline.text import new_id, now
@@ -26,6 +27,36 @@ _INFO = f"""{_SUMMARY}, s.metadata, s.lineage, s.forked_from_message_id,
     s.input_tokens, s.output_tokens, s.cost, s.turns, s.last_model"""
 
 
+async def insert(
+    tx: Tx,
+    session_id: str,
+    title: str | None,
+    metadata: str | None,
+    *,
+    parent: str | None = None,
+    lineage: str | None = None,
+    forked_from: str | None = None,
+    system_prompt: str = "",
+) -> None:
+    """A new session row; ``SessionExists`` if the user has one with this id."""
+    stamp = now()
+    inserted = await tx.fetchval(
+        "INSERT INTO sessions (user_id, id, title, metadata, parent_session_id, lineage, "
+        "forked_from_message_id, system_prompt, prompt_rendered_at, created_at, updated_at) "
+        "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9, $9) ON CONFLICT DO NOTHING RETURNING true",
+        session_id,
+        title,
+        metadata,
+        parent,
+        lineage,
+        forked_from,
+        system_prompt,
+        stamp,
+    )
+    if not inserted:
+        raise SessionExists(session_id)
+
+
 async def create(
     tx: Tx,
     config: Config,
@@ -35,21 +66,97 @@ async def create(
 ) -> str:
     sid = new_id() if session_id is None else validate.new_session_id(session_id)
     checked = check_title(title, config)
-    encoded = validate.metadata(metadata, "metadata", config.limits)
-    stamp = now()
-    inserted = await tx.fetchval(
-        "INSERT INTO sessions (user_id, id, title, metadata, system_prompt, prompt_rendered_at, "
-        "created_at, updated_at) VALUES ($1, $2, $3, $4, '', $5, $5, $5) "
-        "ON CONFLICT DO NOTHING RETURNING true",
-        sid,
-        checked,
-        encoded,
-        stamp,
-    )
-    if not inserted:
-        raise SessionExists(sid)
+    await insert(tx, sid, checked, validate.metadata(metadata, "metadata", config.limits))
     await context.freeze(tx, config, sid)
     return sid
+
+
+async def fork(
+    tx: Tx, config: Config, session_id: str, message_id: str | None, title: str | None
+) -> str:
+    """A new session with a copy of the path up to ``message_id`` (default: the head) and the
+    compactions on it; its blocks and frozen prompt as the source's."""
+    source = await session_row(tx, session_id, "s.title, s.metadata, s.head_pk, s.system_prompt")
+    pk = source["head_pk"]
+    if message_id is not None:
+        pk = await message_pk(tx, session_id, message_id, "message_id")
+    if title is None and source["title"] is not None:
+        title = f"{source['title']} (fork)"[: config.limits.max_title_chars]
+    child = new_id()
+    await insert(
+        tx,
+        child,
+        check_title(title, config),
+        source["metadata"],
+        parent=session_id,
+        lineage="fork",
+        forked_from=None if pk is None else await message_id_of(tx, pk),
+        system_prompt=source["system_prompt"],
+    )
+    await context.copy_session_blocks(tx, session_id, child)
+    if pk is None:
+        return child
+    # The copy is one chain with depths 1..n: copied in one statement, then each copy's parent
+    # is the copy one depth up.
+    copied = await tx.fetchval(
+        """WITH RECURSIVE chain (pk, parent_pk) AS (
+               SELECT pk, parent_pk FROM messages WHERE user_id = $1 AND pk = $2
+               UNION ALL
+               SELECT m.pk, m.parent_pk FROM chain
+               JOIN messages m ON m.user_id = $1 AND m.pk = chain.parent_pk),
+           copy AS (
+               INSERT INTO messages (user_id, session_id, id, parent_pk, depth, path_tokens, role,
+                                     content, is_json, body, name, metadata, tokens, created_at)
+               SELECT $1, $3, m.id, NULL, m.depth, m.path_tokens, m.role, m.content, m.is_json,
+                      m.body, m.name, m.metadata, m.tokens, m.created_at
+               FROM messages m WHERE m.user_id = $1 AND m.pk IN (SELECT pk FROM chain)
+               ORDER BY m.depth
+               RETURNING 1)
+           SELECT count(*) FROM copy""",
+        pk,
+        child,
+    )
+    await tx.execute(
+        "UPDATE messages m SET parent_pk = p.pk FROM messages p "
+        "WHERE m.user_id = $1 AND m.session_id = $2 AND p.user_id = $1 AND p.session_id = $2 "
+        "AND p.depth = m.depth - 1",
+        child,
+    )
+    # A compaction on the copied path is copied, its ends moved to the copies at their depths.
+    await tx.execute(
+        """WITH RECURSIVE chain (pk, parent_pk) AS (
+               SELECT pk, parent_pk FROM messages WHERE user_id = $1 AND pk = $2
+               UNION ALL
+               SELECT m.pk, m.parent_pk FROM chain
+               JOIN messages m ON m.user_id = $1 AND m.pk = chain.parent_pk)
+           INSERT INTO compactions (user_id, session_id, start_pk, end_pk, summary, replaced,
+                                    created_at)
+           SELECT $1, $3, ns.pk, ne.pk, c.summary, c.replaced, c.created_at
+           FROM compactions c
+           JOIN messages s ON s.user_id = $1 AND s.pk = c.start_pk
+           JOIN messages e ON e.user_id = $1 AND e.pk = c.end_pk
+           JOIN messages ns ON ns.user_id = $1 AND ns.session_id = $3 AND ns.depth = s.depth
+           JOIN messages ne ON ne.user_id = $1 AND ne.session_id = $3 AND ne.depth = e.depth
+           WHERE c.user_id = $1 AND c.session_id = $4 AND c.end_pk IN (SELECT pk FROM chain)
+           ORDER BY c.pk""",
+        pk,
+        child,
+        session_id,
+    )
+    head = await tx.fetchval(
+        "SELECT pk FROM messages WHERE user_id = $1 AND session_id = $2 AND depth = $3",
+        child,
+        copied,
+    )
+    await tx.execute(
+        "UPDATE sessions SET head_pk = $3, message_count = $4, token_estimate = $5 "
+        "WHERE user_id = $1 AND id = $2",
+        child,
+        head,
+        copied,
+        await reading.effective_tokens(tx, child, head),
+    )
+    return child
 
 
 async def info(tx: Tx, config: Config, session_id: str) -> SessionInfo:
@@ -243,3 +350,34 @@ async def record_usage(
         cost=row["cost"],
         turns=row["turns"],
     )
+
+
+async def prune(tx: Tx, filters: Filters, dry_run: bool) -> tuple[list[str], int]:
+    """The whole sessions ``filters`` name, oldest activity first, and their messages;
+    deleted unless ``dry_run``. Every session is named by a condition: none given, none go."""
+    params: list[Any] = []
+    conditions = _where(filters, params)
+    if not conditions:
+        raise InvalidInput(
+            "filters", "name the sessions to prune (ended or inactive before a time)"
+        )
+    rows = await tx.fetch(
+        f"SELECT s.id, s.message_count FROM sessions s WHERE s.user_id = $1 AND "
+        f"{' AND '.join(conditions)} ORDER BY s.updated_at, s.id",
+        *params,
+    )
+    if not dry_run:
+        for r in rows:
+            await delete(tx, r["id"])
+    return [r["id"] for r in rows], sum(r["message_count"] for r in rows)
+
+
+async def size(tx: Tx) -> int:
+    """The bytes of the user's rows (what a prune gives back once the database vacuums)."""
+    total: int = await tx.fetchval(
+        " + ".join(
+            f"(SELECT coalesce(sum(pg_column_size(t.*)), 0) FROM {table} t WHERE t.user_id = $1)"
+            for table in ("sessions", "messages", "compactions", "context_blocks", "usage")
+        ).join(("SELECT (", ")::bigint"))
+    )
+    return total
