@@ -24,6 +24,13 @@ def test_no_file_means_defaults_and_env_sets_the_data_dir(tmp_path: Path) -> Non
     assert config.data_dir == tmp_path
 
 
+def test_the_environment_names_a_database_and_it_must_be_postgresql() -> None:
+    url = "postgresql://role:pw@127.0.0.1:5432/threadline"
+    assert load_config(None, environ={"THREADLINE_DATABASE": url}).database == url
+    with pytest.raises(ConfigError, match="database"):
+        load_config(None, environ={"THREADLINE_DATABASE": "mysql://role@host/db"})
+
+
 @pytest.mark.parametrize(
     ("text", "message"),
     [

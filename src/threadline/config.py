@@ -180,6 +180,12 @@ class Config(_Frozen):
     data_dir: Path | None = Field(
         default=None, description="Where stores live; default: the platform's user data directory."
     )
+    database: str | None = Field(
+        default=None,
+        pattern=r"^postgres(ql)?://",
+        description="A PostgreSQL database (postgresql://...) holding every user's store, "
+        "instead of a SQLite file per user in data_dir.",
+    )
     blocks: tuple[BlockSpec, ...] = DEFAULT_BLOCKS
     limits: Limits = Limits()
     compaction: Compaction = Compaction()
@@ -233,7 +239,8 @@ class ConfigError(ValueError):
 def load_config(path: Path | None, environ: Mapping[str, str] = os.environ) -> Config:
     """Read the TOML file (if any), apply environment overrides, and validate once.
 
-    Environment: ``THREADLINE_DATA_DIR`` overrides ``data_dir``.
+    Environment: ``THREADLINE_DATA_DIR`` overrides ``data_dir``, ``THREADLINE_DATABASE``
+    ``database``.
     """
     raw: dict[str, Any] = {}
     if path is not None:
@@ -245,6 +252,8 @@ def load_config(path: Path | None, environ: Mapping[str, str] = os.environ) -> C
             raise ConfigError(f"config file {path}: {exc}") from None
     if environ.get("THREADLINE_DATA_DIR"):
         raw["data_dir"] = environ["THREADLINE_DATA_DIR"]
+    if environ.get("THREADLINE_DATABASE"):
+        raw["database"] = environ["THREADLINE_DATABASE"]
     if "blocks" in raw and isinstance(raw["blocks"], list):
         raw["blocks"] = tuple(raw["blocks"])
     try:

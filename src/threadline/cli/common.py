@@ -22,9 +22,17 @@ import anyio
 from pydantic import BaseModel
 
 from threadline.config import Config, load_config
-from threadline.paths import LOCAL_STORE, STATIC_ISSUER, default_data_dir, user_file
+from threadline.paths import (
+    LOCAL_STORE,
+    LOCAL_USER,
+    STATIC_ISSUER,
+    default_data_dir,
+    user_file,
+    user_key,
+)
 from threadline.storage import Store
 from threadline.storage.schema import make_directory
+from threadline.storage.store import URL_SCHEMES
 
 Commands = Any  # what add_subparsers() returns (argparse._SubParsersAction, private)
 
@@ -42,6 +50,12 @@ def add_common(
         type=Path,
         help="where stores live (env THREADLINE_DATA_DIR; default: config data_dir, else "
         f"{default_data_dir()})",
+    )
+    command.add_argument(
+        "--database",
+        metavar="URL",
+        help="a PostgreSQL database (postgresql://...) holding every user's sessions, instead "
+        "of the files in --data-dir (env THREADLINE_DATABASE; default: config database)",
     )
     command.add_argument(
         "--config",
@@ -77,6 +91,11 @@ class Env:
     @classmethod
     def load(cls, args: argparse.Namespace) -> Env:
         config = load_config(args.config)
+        database = getattr(args, "database", None)
+        if database is not None:
+            if not database.startswith(URL_SCHEMES):
+                raise UsageError("--database: must be a postgresql:// URL")
+            config = config.model_copy(update={"database": database})
         return cls(config, args.data_dir or config.data_dir or default_data_dir())
 
     def store_path(self, args: argparse.Namespace) -> Path:
@@ -96,6 +115,12 @@ class Env:
         self, args: argparse.Namespace, *, create: bool = False
     ) -> AsyncIterator[Store]:
         """Open the store the options name. Reading never creates one."""
+        if self.config.database is not None:
+            user = getattr(args, "user", None)
+            key = LOCAL_USER if user is None else user_key((args.issuer, user))
+            async with Store.open(self.config.database, self.config, user=key) as store:
+                yield store
+            return
         path = self.store_path(args)
         if not create and not path.exists():
             raise UsageError(

@@ -119,7 +119,7 @@ def _serve_stdio(config: Config, data_dir: Path) -> None:
     from threadline.server import LocalRuntime, build_server
 
     runtime = LocalRuntime(data_dir, config)
-    log.info("serving %s over stdio", runtime.path)
+    log.info("serving %s over stdio", runtime.where)
     if sys.stdin.isatty():
         _on_a_terminal()
     # While serving, the SDK points fd 1 at stderr and keeps the wire private; a stray print()

@@ -25,6 +25,7 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from threadline.config import Config, Http
+from threadline.paths import redacted
 from threadline.server.app import build_server
 from threadline.server.connections import Limits, protocol
 from threadline.server.sessions import SessionCap
@@ -152,5 +153,6 @@ def server_config(app: Starlette, config: Config, **extra: Any) -> uvicorn.Confi
 async def serve_http(options: HttpOptions, config: Config, data_dir: Path) -> None:
     app = build_http_app(options, config, data_dir)
     where = public_url(config.http) + ("/sse" if options.transport == "sse" else options.path)
-    log.warning("threadline serving %s at %s (data: %s)", options.transport, where, data_dir)
+    data = redacted(config.database) if config.database else data_dir
+    log.warning("threadline serving %s at %s (data: %s)", options.transport, where, data)
     await uvicorn.Server(server_config(app, config)).serve()

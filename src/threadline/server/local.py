@@ -1,4 +1,5 @@
-"""The stdio runtime: one local user, one store in the data directory."""
+"""The stdio runtime: one local user, one store in the data directory (or, with a
+``database``, the local user's sessions in it)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from types import TracebackType
 import anyio
 
 from threadline.config import Config
-from threadline.paths import LOCAL_STORE
+from threadline.paths import LOCAL_STORE, LOCAL_USER, redacted
 from threadline.server import retention
 from threadline.storage import Store, StoreError
 from threadline.storage.schema import make_directory
@@ -23,6 +24,8 @@ class LocalRuntime:
     def __init__(self, data_dir: Path, config: Config) -> None:
         self.config = config
         self.path = data_dir / LOCAL_STORE
+        # What it serves, for the log: the file, or the database (without its password).
+        self.where = redacted(config.database) if config.database else str(self.path)
         self._data_dir = data_dir
         self._store: Store | None = None
         self._stack: AsyncExitStack | None = None
@@ -34,9 +37,12 @@ class LocalRuntime:
         yield self._store
 
     async def __aenter__(self) -> LocalRuntime:
-        make_directory(self._data_dir)
         async with AsyncExitStack() as stack:
-            self._store = await Store.open(self.path, self.config)
+            if self.config.database is not None:
+                self._store = await Store.open(self.config.database, self.config, user=LOCAL_USER)
+            else:
+                make_directory(self._data_dir)
+                self._store = await Store.open(self.path, self.config)
             stack.push_async_callback(self._store.close)
             if self.config.retention.active:
                 tasks = await stack.enter_async_context(anyio.create_task_group())

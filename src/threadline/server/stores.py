@@ -9,6 +9,11 @@ Open stores are lent per call and kept in a least-recently-used cache of ``capac
 a store is closed when it falls out of the cache or has been idle for ``idle_seconds``, but
 never while a call holds it. The config's ``[retention]`` rules run over every user's store
 (``server/retention.py``), each lent through the same cache.
+
+With a ``database`` in the config, every user's sessions are in that PostgreSQL database,
+keyed by the same 32 hex digits (``paths.user_key``; ``local`` without auth): one pool serves
+them all, each request a view of its user's (``Store.as_user``), so any replica serves any
+user and nothing is cached. Retention does not run over a database yet.
 """
 
 from __future__ import annotations
@@ -24,7 +29,7 @@ from pathlib import Path
 import anyio
 
 from threadline.config import Config
-from threadline.paths import LOCAL_STORE, USERS_DIR, user_file
+from threadline.paths import LOCAL_STORE, LOCAL_USER, USERS_DIR, user_file, user_key
 from threadline.server import retention
 from threadline.server.auth import current_user
 from threadline.storage import Store, StoreError
@@ -64,6 +69,7 @@ class UserStores:
         self._open: OrderedDict[Path, _Entry] = OrderedDict()
         self._opening: dict[Path, anyio.Lock] = {}
         self._running = False
+        self._database: Store | None = None  # the pool, when the config names a database
 
     def _current_path(self) -> Path:
         if not self.authenticated:
@@ -74,10 +80,23 @@ class UserStores:
         return user_file(self.data_dir, user)
 
     def store(self) -> AbstractAsyncContextManager[Store]:
+        if self.config.database is not None:
+            return self._view()
         return self._lend(self._current_path())
+
+    @asynccontextmanager
+    async def _view(self) -> AsyncIterator[Store]:
+        if self._database is None:
+            raise StoreError("the server is not running")
+        user = current_user() if self.authenticated else None
+        if self.authenticated and user is None:
+            raise StoreError("this request is not authenticated")
+        yield self._database.as_user(LOCAL_USER if user is None else user_key(user))
 
     def every_store(self) -> list[AbstractAsyncContextManager[Store]]:
         """Every store in the data directory, each lent as a request's is (for retention)."""
+        if self.config.database is not None:
+            return []
         if not self.authenticated:
             return [self._lend(self.data_dir / LOCAL_STORE)]
         return [self._lend(path) for path in sorted((self.data_dir / USERS_DIR).glob("*.db"))]
@@ -151,7 +170,12 @@ class UserStores:
     @asynccontextmanager
     async def running(self) -> AsyncIterator[UserStores]:
         """Serve while the block runs; then close every store."""
-        make_directory(self.data_dir)
+        if self.config.database is not None:
+            self._database = await Store.open(self.config.database, self.config, user=LOCAL_USER)
+            if self.config.retention.active:
+                log.warning("retention does not run over a database yet; prune with the CLI")
+        else:
+            make_directory(self.data_dir)
         self._running = True
         try:
             async with anyio.create_task_group() as tasks:
@@ -168,3 +192,6 @@ class UserStores:
                 for entry in list(self._open.values()):
                     await entry.store.close()
                 self._open.clear()
+                if self._database is not None:
+                    await self._database.close()
+                    self._database = None

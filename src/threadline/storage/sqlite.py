@@ -32,7 +32,7 @@ from threadline.storage import (
     tree,
 )
 from threadline.storage.engine import Database
-from threadline.storage.errors import StoreError
+from threadline.storage.errors import Refused, StoreError
 from threadline.storage.models import (
     AppendResult,
     BlockUsage,
@@ -94,6 +94,9 @@ class SQLiteBackend:
                 log.warning("%s: search indexing skipped on close: %s", self.path, exc)
             finally:
                 await self._db.close()
+
+    def as_user(self, user: str) -> SQLiteBackend:
+        raise Refused("a SQLite store holds one user's sessions; open that user's file instead")
 
     def observe_commits(self, observer: Callable[[int], None] | None) -> None:
         self._db.on_commit = observer

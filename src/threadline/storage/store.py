@@ -75,6 +75,12 @@ class Store:
         brought up to date first, where the file can still be written)."""
         await self._backend.close()
 
+    def as_user(self, user: str) -> Store:
+        """The same PostgreSQL database as another user, sharing this store's connections
+        (closing it closes nothing). A SQLite file holds one user: refused there."""
+        validate.text(user, "user", 200, allow_empty=False)
+        return Store(self._backend.as_user(user))
+
     def observe_commits(self, observer: Callable[[int], None] | None) -> None:
         """Call ``observer(n)`` after each group commit with the number of writes it carried
         (None stops it). It runs in the writer thread, so it must be quick and thread-safe

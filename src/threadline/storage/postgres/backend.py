@@ -71,6 +71,9 @@ class PostgresBackend:
         the pool."""
         return cls(await Database.open(url), user, config, owned=True)
 
+    def as_user(self, user: str) -> PostgresBackend:
+        return PostgresBackend(self._db, user, self.config, owned=False)
+
     async def close(self) -> None:
         if self._owned:
             await self._db.close()

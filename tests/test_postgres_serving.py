@@ -1,0 +1,138 @@
+"""Serving a PostgreSQL database: ``serve --database URL`` over stdio, stateless HTTP replicas
+that serve any user on any replica (each user alone in the database), and the CLI's
+``--database``. Real server processes and a real PostgreSQL server."""
+
+from __future__ import annotations
+
+import json
+import socket
+import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import anyio
+import anyio.to_thread
+import httpx2
+import pytest
+from mcp import Client, StdioServerParameters
+from mcp.client.streamable_http import streamable_http_client
+
+from tests.helpers import call, eventually
+from tests.pgserver import Database
+from threadline import Store
+from threadline.cli import main
+from threadline.paths import STATIC_ISSUER, user_key
+from threadline.server.auth import TokenFile
+
+pytestmark = pytest.mark.anyio
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+def _listening(port: int) -> bool:
+    with socket.socket() as probe:
+        return probe.connect_ex(("127.0.0.1", port)) == 0
+
+
+@asynccontextmanager
+async def _replica(url: str, tokens: Path, log: Path) -> AsyncIterator[str]:
+    """A server process serving the database over stateless Streamable HTTP; its MCP URL."""
+    port = _free_port()
+    args = ["serve", "--transport", "streamable-http", "--stateless", "--port", str(port)]
+    args += ["--database", url, "--tokens-file", str(tokens), "--data-dir", str(log.parent)]
+    with log.open("ab") as err:
+        process = await anyio.open_process([sys.executable, "-m", "threadline", *args], stderr=err)
+    try:
+        assert await eventually(lambda: _listening(port), 30), log.read_text()
+        yield f"http://127.0.0.1:{port}/mcp"
+    finally:
+        process.kill()
+        await process.wait()
+
+
+@asynccontextmanager
+async def _client(url: str, token: str) -> AsyncIterator[Client]:
+    http = httpx2.AsyncClient(
+        headers={"Authorization": f"Bearer {token}"}, timeout=httpx2.Timeout(10, read=60)
+    )
+    async with http, Client(streamable_http_client(url, http_client=http)) as client:
+        yield client
+
+
+async def test_replicas_serve_any_user_on_any_replica_and_keep_users_apart(
+    pg_database: Database, tmp_path: Path
+) -> None:
+    tokens = TokenFile(tmp_path / "tokens.json")
+    alice, bob = tokens.add("alice")[1], tokens.add("bob")[1]
+    log = tmp_path / "servers.log"
+    with anyio.fail_after(120):
+        async with (
+            _replica(pg_database.url, tokens.path, log) as a,
+            _replica(pg_database.url, tokens.path, log) as b,
+        ):
+            async with _client(a, alice) as on_a:
+                made = await call(on_a, "create_session", title="alice's plans")
+                sid = made["session_id"]
+                await call(on_a, "append_messages", session_id=sid, messages=[
+                    {"role": "user", "content": "written through replica A"}])  # fmt: skip
+            async with _client(b, alice) as on_b:
+                await call(on_b, "append_messages", session_id=sid, messages=[
+                    {"role": "assistant", "content": "and through replica B"}])  # fmt: skip
+                page = await call(on_b, "get_history", session_id=sid)
+                assert [m["content"] for m in page["messages"]] == [
+                    "written through replica A",
+                    "and through replica B",
+                ]
+            async with _client(a, bob) as bob_on_a:
+                listed = await call(bob_on_a, "list_sessions")
+                assert listed["sessions"] == []
+                denied = await bob_on_a.call_tool("get_history", {"session_id": sid})
+                assert denied.is_error and "not found" in str(denied.content[0])
+    # The database holds alice's rows under her key, as her file would be named.
+    async with Store.open(pg_database.url, user=user_key((STATIC_ISSUER, "alice"))) as store:
+        assert (await store.get_session(sid)).message_count == 2
+    assert "secret" not in log.read_text() and pg_database.role + ":" not in log.read_text()
+
+
+async def test_stdio_serves_the_local_users_sessions_in_the_database(
+    pg_database: Database, tmp_path: Path
+) -> None:
+    args = ["-m", "threadline", "serve", "--database", pg_database.url]
+    params = StdioServerParameters(
+        command=sys.executable, args=[*args, "--data-dir", str(tmp_path)]
+    )
+    with anyio.fail_after(60):
+        async with Client(params) as client:
+            made = await call(client, "create_session", session_id="over-stdio")
+            await call(client, "append_messages", session_id=made["session_id"], messages=[
+                {"role": "user", "content": "hello"}])  # fmt: skip
+    async with Store.open(pg_database.url, user="local") as store:
+        assert [m.content for m in (await store.get_history("over-stdio")).messages] == ["hello"]
+    assert not (tmp_path / "local.db").exists()  # nothing went to a file
+
+
+async def test_the_cli_reads_and_writes_a_users_sessions_in_the_database(
+    pg_database: Database, capsys: pytest.CaptureFixture[str]
+) -> None:
+    async with Store.open(pg_database.url, user="local") as store:
+        await store.create_session(session_id="mine", title="local one")
+    async with Store.open(pg_database.url, user=user_key((STATIC_ISSUER, "alice"))) as store:
+        await store.create_session(session_id="hers", title="alice's")
+
+    def sessions(*extra: str) -> list[str]:
+        argv = ["sessions", "list", "--json", "--database", pg_database.url, *extra]
+        assert main(argv) == 0
+        return [s["session_id"] for s in json.loads(capsys.readouterr().out)]
+
+    assert await anyio.to_thread.run_sync(sessions) == ["mine"]
+    assert await anyio.to_thread.run_sync(sessions, "--user", "alice") == ["hers"]
+    bad = await anyio.to_thread.run_sync(main, ["sessions", "list", "--database", "mysql://x"])
+    assert bad != 0
+    err = capsys.readouterr().err
+    assert "--database: must be a postgresql:// URL" in err and "Traceback" not in err
