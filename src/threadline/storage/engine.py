@@ -143,9 +143,11 @@ class Database:
             live = [job for job in batch if not job.future.cancelled()]
             if live:
                 self._commit(live)
-                self._post(live)
+                # The observer hears of a commit before its callers do, so a caller that saw
+                # its write acknowledged knows the observer counted it.
                 if self.on_commit is not None:
                     self.on_commit(len(live))
+                self._post(live)
                 self._bound_wal()
                 self._backlog = self._maintenance is not None
                 continue

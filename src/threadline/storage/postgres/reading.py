@@ -21,19 +21,24 @@ from threadline.text import estimate_tokens
 # A path from a message (``$2``) up towards the root, at most ``$3`` messages, newest first, in
 # the columns of ``Entry.row``: pk, id, parent_pk, parent id, role, content, is_json, name,
 # metadata, created_at, tokens.
+# The walk carries every column, so each step is one lookup by key and nothing is joined
+# back over the user's messages afterwards.
 CHAIN = """
-WITH RECURSIVE chain (n, pk, parent_pk) AS (
-    SELECT 0::bigint, pk, parent_pk FROM messages WHERE user_id = $1 AND pk = $2
+WITH RECURSIVE chain (n, pk, id, parent_pk, role, content, is_json, name, metadata, created_at,
+                      tokens) AS (
+    SELECT 0::bigint, pk, id, parent_pk, role, content, is_json, name, metadata, created_at,
+           tokens
+    FROM messages WHERE user_id = $1 AND pk = $2
     UNION ALL
-    SELECT chain.n + 1, m.pk, m.parent_pk FROM chain
-    JOIN messages m ON m.user_id = $1 AND m.pk = chain.parent_pk
-    WHERE chain.n + 1 < $3::bigint
+    SELECT c.n + 1, m.pk, m.id, m.parent_pk, m.role, m.content, m.is_json, m.name, m.metadata,
+           m.created_at, m.tokens
+    FROM chain c JOIN messages m ON m.user_id = $1 AND m.pk = c.parent_pk
+    WHERE c.n + 1 < $3::bigint
 )
-SELECT m.pk, m.id, m.parent_pk, p.id, m.role, m.content, m.is_json, m.name, m.metadata,
-       m.created_at, m.tokens
-FROM chain JOIN messages m ON m.user_id = $1 AND m.pk = chain.pk
-LEFT JOIN messages p ON p.user_id = $1 AND p.pk = m.parent_pk
-ORDER BY chain.n
+SELECT pk, id, parent_pk,
+       (SELECT p.id FROM messages p WHERE p.user_id = $1 AND p.pk = chain.parent_pk),
+       role, content, is_json, name, metadata, created_at, tokens
+FROM chain ORDER BY n
 """
 
 _PATH_PKS = """

@@ -133,7 +133,13 @@ _V1 = (
     ),
 )
 
-MIGRATIONS: tuple[tuple[str, tuple[str, ...]], ...] = (("initial schema", _V1),)
+# A session's messages by depth: a fork links each copy to the copy one depth up.
+_V2 = ("CREATE INDEX messages_by_depth ON messages (user_id, session_id, depth)",)
+
+MIGRATIONS: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("initial schema", _V1),
+    ("messages by depth", _V2),
+)
 LATEST = len(MIGRATIONS)
 
 

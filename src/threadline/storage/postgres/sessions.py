@@ -96,58 +96,42 @@ async def fork(
     await context.copy_session_blocks(tx, session_id, child)
     if pk is None:
         return child
-    # The copy is one chain with depths 1..n: copied in one statement, then each copy's parent
-    # is the copy one depth up.
-    copied = await tx.fetchval(
-        """WITH RECURSIVE chain (pk, parent_pk) AS (
-               SELECT pk, parent_pk FROM messages WHERE user_id = $1 AND pk = $2
+    # The copy is one chain with depths 1..n: copied in one statement, then each copy linked
+    # to the copy one depth up, by key.
+    copies = await tx.fetch(
+        """WITH RECURSIVE chain AS (
+               SELECT pk, parent_pk, id, depth, path_tokens, role, content, is_json, body, name,
+                      metadata, tokens, created_at
+               FROM messages WHERE user_id = $1 AND pk = $2
                UNION ALL
-               SELECT m.pk, m.parent_pk FROM chain
-               JOIN messages m ON m.user_id = $1 AND m.pk = chain.parent_pk),
+               SELECT m.pk, m.parent_pk, m.id, m.depth, m.path_tokens, m.role, m.content,
+                      m.is_json, m.body, m.name, m.metadata, m.tokens, m.created_at
+               FROM chain JOIN messages m ON m.user_id = $1 AND m.pk = chain.parent_pk),
            copy AS (
                INSERT INTO messages (user_id, session_id, id, parent_pk, depth, path_tokens, role,
                                      content, is_json, body, name, metadata, tokens, created_at)
-               SELECT $1, $3, m.id, NULL, m.depth, m.path_tokens, m.role, m.content, m.is_json,
-                      m.body, m.name, m.metadata, m.tokens, m.created_at
-               FROM messages m WHERE m.user_id = $1 AND m.pk IN (SELECT pk FROM chain)
-               ORDER BY m.depth
-               RETURNING 1)
-           SELECT count(*) FROM copy""",
+               SELECT $1, $3, id, NULL, depth, path_tokens, role, content, is_json, body, name,
+                      metadata, tokens, created_at
+               FROM chain ORDER BY depth
+               RETURNING pk, depth)
+           SELECT pk FROM copy ORDER BY depth""",
         pk,
         child,
     )
+    pks = [r["pk"] for r in copies]
     await tx.execute(
-        "UPDATE messages m SET parent_pk = p.pk FROM messages p "
-        "WHERE m.user_id = $1 AND m.session_id = $2 AND p.user_id = $1 AND p.session_id = $2 "
-        "AND p.depth = m.depth - 1",
-        child,
+        "UPDATE messages m SET parent_pk = link.parent FROM unnest($2::bigint[], $3::bigint[]) "
+        "AS link (pk, parent) WHERE m.user_id = $1 AND m.pk = link.pk",
+        pks[1:],
+        pks[:-1],
     )
     # A compaction on the copied path is copied, its ends moved to the copies at their depths.
-    await tx.execute(
-        """WITH RECURSIVE chain (pk, parent_pk) AS (
-               SELECT pk, parent_pk FROM messages WHERE user_id = $1 AND pk = $2
-               UNION ALL
-               SELECT m.pk, m.parent_pk FROM chain
-               JOIN messages m ON m.user_id = $1 AND m.pk = chain.parent_pk)
-           INSERT INTO compactions (user_id, session_id, start_pk, end_pk, summary, replaced,
-                                    created_at)
-           SELECT $1, $3, ns.pk, ne.pk, c.summary, c.replaced, c.created_at
-           FROM compactions c
-           JOIN messages s ON s.user_id = $1 AND s.pk = c.start_pk
-           JOIN messages e ON e.user_id = $1 AND e.pk = c.end_pk
-           JOIN messages ns ON ns.user_id = $1 AND ns.session_id = $3 AND ns.depth = s.depth
-           JOIN messages ne ON ne.user_id = $1 AND ne.session_id = $3 AND ne.depth = e.depth
-           WHERE c.user_id = $1 AND c.session_id = $4 AND c.end_pk IN (SELECT pk FROM chain)
-           ORDER BY c.pk""",
-        pk,
-        child,
+    if await tx.fetchval(
+        "SELECT EXISTS (SELECT 1 FROM compactions WHERE user_id = $1 AND session_id = $2)",
         session_id,
-    )
-    head = await tx.fetchval(
-        "SELECT pk FROM messages WHERE user_id = $1 AND session_id = $2 AND depth = $3",
-        child,
-        copied,
-    )
+    ):
+        await _copy_compactions(tx, pk, child, session_id)
+    head, copied = pks[-1], len(pks)
     await tx.execute(
         "UPDATE sessions SET head_pk = $3, message_count = $4, token_estimate = $5 "
         "WHERE user_id = $1 AND id = $2",
@@ -300,6 +284,30 @@ async def delete(tx: Tx, session_id: str) -> int:
     )
     await tx.execute("DELETE FROM sessions WHERE user_id = $1 AND id = $2", session_id)
     return int(row["message_count"])
+
+
+async def _copy_compactions(tx: Tx, pk: int, child: str, session_id: str) -> None:
+    """Copy the compactions on the path up from ``pk`` to the fork ``child``."""
+    await tx.execute(
+        """WITH RECURSIVE chain (pk, parent_pk) AS (
+               SELECT pk, parent_pk FROM messages WHERE user_id = $1 AND pk = $2
+               UNION ALL
+               SELECT m.pk, m.parent_pk FROM chain
+               JOIN messages m ON m.user_id = $1 AND m.pk = chain.parent_pk)
+           INSERT INTO compactions (user_id, session_id, start_pk, end_pk, summary, replaced,
+                                    created_at)
+           SELECT $1, $3, ns.pk, ne.pk, c.summary, c.replaced, c.created_at
+           FROM compactions c
+           JOIN messages s ON s.user_id = $1 AND s.pk = c.start_pk
+           JOIN messages e ON e.user_id = $1 AND e.pk = c.end_pk
+           JOIN messages ns ON ns.user_id = $1 AND ns.session_id = $3 AND ns.depth = s.depth
+           JOIN messages ne ON ne.user_id = $1 AND ne.session_id = $3 AND ne.depth = e.depth
+           WHERE c.user_id = $1 AND c.session_id = $4 AND c.end_pk IN (SELECT pk FROM chain)
+           ORDER BY c.pk""",
+        pk,
+        child,
+        session_id,
+    )
 
 
 async def record_usage(
