@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING
 import anyio
 import asyncpg
 
-from threadline.storage.errors import StoreError
+from threadline.storage.errors import InvalidInput, StoreError
 from threadline.storage.postgres import schema
 from threadline.storage.postgres.errors import translate
 
@@ -33,7 +33,18 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-_SCOPE = "SELECT set_config('threadline.user', $1, true)"
+
+def _begin(user: str, snapshot: bool) -> str:
+    """The transaction's start and its user's setting, sent as one message (one round trip
+    instead of two; a simple query takes no parameters, so the user is written as an escape
+    string literal, which holds anything but NUL whatever the server's settings)."""
+    if "\x00" in user:
+        raise InvalidInput("user", "must not contain NUL characters")
+    literal = "E'" + user.replace("\\", "\\\\").replace("'", "\\'") + "'"
+    isolation = " ISOLATION LEVEL REPEATABLE READ" if snapshot else ""
+    return f"BEGIN{isolation}; SELECT set_config('threadline.user', {literal}, true)"
+
+
 _DROPPED = (asyncpg.PostgresConnectionError, asyncpg.InterfaceError, OSError)
 
 
@@ -72,10 +83,8 @@ class Database:
         try:
             for attempt in (1, 2):
                 async with self._acquire() as conn:
-                    tx = conn.transaction(isolation="repeatable_read" if snapshot else None)
                     try:
-                        await tx.start()
-                        await conn.execute(_SCOPE, user)
+                        await conn.execute(_begin(user, snapshot))
                     except _DROPPED:  # dropped while pooled (a restart): nothing was done
                         if attempt == 2:
                             raise
@@ -86,9 +95,9 @@ class Database:
                     except BaseException:
                         with anyio.CancelScope(shield=True):
                             with contextlib.suppress(*_DROPPED):
-                                await tx.rollback()
+                                await conn.execute("ROLLBACK")
                         raise
-                    await tx.commit()
+                    await conn.execute("COMMIT")
                     return
         except (asyncpg.PostgresError, *_DROPPED, TimeoutError) as exc:
             raise translate(exc) from None

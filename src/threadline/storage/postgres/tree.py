@@ -27,6 +27,12 @@ from threadline.storage.tree import OMITTED
 from threadline.storage.validate import Encoded
 from threadline.text import new_id, now
 
+_INSERT = (
+    "INSERT INTO messages (user_id, session_id, id, parent_pk, depth, path_tokens, role, "
+    "content, is_json, body, name, metadata, tokens, created_at) "
+    "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)"
+)
+
 
 def storable(columns: tuple[Any, ...]) -> tuple[Any, ...]:
     """A message's columns (``validate.encode_message``) as PostgreSQL's text can hold them:
@@ -40,15 +46,26 @@ def storable(columns: tuple[Any, ...]) -> tuple[Any, ...]:
     return role, content, bool(is_json), body, name, meta, tokens
 
 
-async def locked(tx: Tx, session_id: str) -> Any:
-    """The session's row, locked until the transaction ends: writers of one session queue."""
-    return await session_row(
-        tx,
-        session_id,
-        "s.status, s.head_pk, s.token_estimate, s.message_count, "
-        "(SELECT m.id FROM messages m WHERE m.user_id = $1 AND m.pk = s.head_pk) AS head_id",
-        lock=True,
+async def locked(tx: Tx, session_id: str) -> dict[str, Any]:
+    """The session's row, locked until the transaction ends (writers of one session queue),
+    with its head's id, depth and path tokens.
+
+    The head is read by a second statement: a lock that waited for another writer returns
+    that writer's row, but anything else the same statement reads (a subquery on messages)
+    comes from the snapshot taken before the wait, which lacks the message it appended."""
+    row = dict(
+        await session_row(
+            tx, session_id, "s.status, s.head_pk, s.token_estimate, s.message_count", lock=True
+        )
     )
+    head = None
+    if row["head_pk"] is not None:
+        head = await tx.fetchrow(
+            "SELECT id, depth, path_tokens FROM messages WHERE user_id = $1 AND pk = $2",
+            row["head_pk"],
+        )
+    row["head_id"], row["depth"], row["path_tokens"] = head if head is not None else (None, 0, 0)
+    return row
 
 
 def guard(session_id: str, row: Any, expected: Any) -> None:
@@ -92,7 +109,9 @@ async def append(
         parent_pk = await message_pk(tx, session_id, parent_id, "parent_id")
     linear = parent_pk == head_pk
     depth, path_tokens = 0, 0
-    if parent_pk is not None:
+    if linear and head_pk is not None:  # the common append: the head's came with its session
+        depth, path_tokens = session["depth"], session["path_tokens"]
+    elif parent_pk is not None:
         row = await tx.fetchrow(
             "SELECT depth, path_tokens FROM messages WHERE user_id = $1 AND pk = $2", parent_pk
         )
@@ -130,10 +149,17 @@ async def append(
             mid = new_id()
         depth += 1
         path_tokens += tokens
+        last = linear and i == len(encoded) - 1
+        # The last message of a linear append moves the head in the same statement.
         parent_pk = await tx.fetchval(
-            "INSERT INTO messages (user_id, session_id, id, parent_pk, depth, path_tokens, role, "
-            "content, is_json, body, name, metadata, tokens, created_at) "
-            "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) RETURNING pk",
+            (
+                f"WITH new AS ({_INSERT} RETURNING pk) UPDATE sessions SET head_pk = "
+                "(SELECT pk FROM new), message_count = message_count + $15, token_estimate = "
+                "token_estimate + $16, updated_at = $14 WHERE user_id = $1 AND id = $2 "
+                "RETURNING head_pk"
+            )
+            if last
+            else f"{_INSERT} RETURNING pk",
             session_id,
             mid,
             parent_pk,
@@ -147,17 +173,18 @@ async def append(
             meta,
             tokens,
             created_at,
+            *((inserted + 1, added + tokens) if last else ()),
         )
         inserted += 1
         added += tokens
         ids.append(mid)
     estimate = session["token_estimate"]
     head = head_pk
-    if inserted:
+    if inserted and linear:
+        head, estimate = parent_pk, estimate + added  # moved with the last insert
+    elif inserted:
         head = parent_pk
-        estimate = (
-            estimate + added if linear else await reading.effective_tokens(tx, session_id, head)
-        )
+        estimate = await reading.effective_tokens(tx, session_id, head)
         await tx.execute(
             "UPDATE sessions SET head_pk = $3, message_count = message_count + $4, "
             "token_estimate = $5, updated_at = $6 WHERE user_id = $1 AND id = $2",
