@@ -13,6 +13,7 @@ from pathlib import Path
 
 import anyio
 import anyio.to_thread
+import asyncpg
 import httpx2
 import pytest
 from mcp import Client, StdioServerParameters
@@ -20,9 +21,10 @@ from mcp.client.streamable_http import streamable_http_client
 
 from tests.helpers import call, eventually
 from tests.pgserver import Database
+from tests.test_transfer import build_rich
 from threadline import Store
 from threadline.cli import main
-from threadline.paths import STATIC_ISSUER, user_key
+from threadline.paths import LOCAL_STORE, STATIC_ISSUER, user_key
 from threadline.server.auth import TokenFile
 
 pytestmark = pytest.mark.anyio
@@ -136,3 +138,48 @@ async def test_the_cli_reads_and_writes_a_users_sessions_in_the_database(
     assert bad != 0
     err = capsys.readouterr().err
     assert "--database: must be a postgresql:// URL" in err and "Traceback" not in err
+
+
+async def test_prune_from_the_cli_deletes_the_users_old_sessions_in_the_database(
+    pg_database: Database, capsys: pytest.CaptureFixture[str]
+) -> None:
+    async with Store.open(pg_database.url, user="local") as store:
+        for sid in ("old", "new"):
+            await store.create_session(session_id=sid)
+    admin = await asyncpg.connect(pg_database.admin_url)
+    try:
+        await admin.execute(
+            "UPDATE sessions SET updated_at = '2020-01-01T00:00:00.000000Z' WHERE id = 'old'"
+        )
+    finally:
+        await admin.close()
+    argv = ["prune", "--database", pg_database.url, "--inactive-for", "30d", "--yes"]
+    assert await anyio.to_thread.run_sync(main, argv) == 0
+    assert "deleted 1 session" in capsys.readouterr().out
+    async with Store.open(pg_database.url, user="local") as store:
+        assert [s.session_id for s in (await store.list_sessions()).sessions] == ["new"]
+
+
+async def test_export_and_import_move_a_users_store_between_backends(
+    pg_database: Database, tmp_path: Path
+) -> None:
+    source = tmp_path / "a"
+    source.mkdir()
+    await build_rich(source / LOCAL_STORE)
+
+    async def cli(*argv: str | Path) -> None:
+        assert await anyio.to_thread.run_sync(main, [str(a) for a in argv]) == 0
+
+    db = ("--database", pg_database.url)
+    await cli("export", "-o", tmp_path / "from-sqlite.jsonl", "--data-dir", source)
+    await cli("import", tmp_path / "from-sqlite.jsonl", *db, "--user", "alice")
+    await cli("export", "-o", tmp_path / "from-pg.jsonl", *db, "--user", "alice")
+    await cli("import", tmp_path / "from-pg.jsonl", "--data-dir", tmp_path / "b")
+    await cli("export", "-o", tmp_path / "back.jsonl", "--data-dir", tmp_path / "b")
+    bodies = [
+        (tmp_path / name).read_text(encoding="utf-8").split("\n", 1)[1]
+        for name in ("from-sqlite.jsonl", "from-pg.jsonl", "back.jsonl")
+    ]
+    assert bodies[0] == bodies[1] == bodies[2]
+    async with Store.open(pg_database.url, user="local") as store:  # alice's, not local's
+        assert (await store.list_sessions()).sessions == []
