@@ -99,7 +99,7 @@ async def test_replicas_serve_any_user_on_any_replica_and_keep_users_apart(
     # The database holds alice's rows under her key, as her file would be named.
     async with Store.open(pg_database.url, user=user_key((STATIC_ISSUER, "alice"))) as store:
         assert (await store.get_session(sid)).message_count == 2
-    assert "secret" not in log.read_text() and pg_database.role + ":" not in log.read_text()
+    assert f"{pg_database.role}:{pg_database.role}@" not in log.read_text()  # no password
 
 
 async def test_stdio_serves_the_local_users_sessions_in_the_database(
@@ -183,3 +183,24 @@ async def test_export_and_import_move_a_users_store_between_backends(
     assert bodies[0] == bodies[1] == bodies[2]
     async with Store.open(pg_database.url, user="local") as store:  # alice's, not local's
         assert (await store.list_sessions()).sessions == []
+
+
+async def test_doctor_checks_a_database_without_changing_it(
+    pg_database: Database, capsys: pytest.CaptureFixture[str]
+) -> None:
+    def doctor(url: str) -> tuple[int, str]:
+        code = main(["doctor", "--database", url])
+        return code, capsys.readouterr().out
+
+    code, out = await anyio.to_thread.run_sync(doctor, pg_database.url)
+    assert "schema 0; the next server start migrates it" in out  # and doctor did not
+    async with Store.open(pg_database.url):
+        pass
+    code, out = await anyio.to_thread.run_sync(doctor, pg_database.url)
+    assert "ok    database: " in out and "row-level security: enabled and forced" in out
+    assert f"{pg_database.role}:{pg_database.role}@" not in out  # the password is not shown
+    code, out = await anyio.to_thread.run_sync(doctor, pg_database.admin_url)
+    assert code == 1 and "FAIL  database role: the role is a superuser" in out
+    code, out = await anyio.to_thread.run_sync(doctor, "postgresql://x:secret@127.0.0.1:1/db")
+    assert code == 1 and "FAIL  database: " in out and "unavailable" in out
+    assert "secret" not in out

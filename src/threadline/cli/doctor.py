@@ -1,7 +1,8 @@
 """``threadline doctor``: check an installation and say what to fix.
 
 It only reads: stores are opened read-only (an old schema is reported, not migrated), and
-nothing is created.
+nothing is created. With a database (``--database``), it checks that instead of the data
+directory's files.
 """
 
 from __future__ import annotations
@@ -17,11 +18,20 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Literal
 
+import anyio
+
 from threadline.cli import hosts
 from threadline.cli.common import Commands, Env, add_common, count
 from threadline.cli.serve import tokens_path
 from threadline.config import Config, ConfigError
-from threadline.paths import LOCAL_STORE, STATIC_ISSUER, USERS_DIR, default_data_dir, user_file
+from threadline.paths import (
+    LOCAL_STORE,
+    STATIC_ISSUER,
+    USERS_DIR,
+    default_data_dir,
+    redacted,
+    user_file,
+)
 from threadline.server.auth import TokenFile, TokenFileError
 from threadline.storage.indexing import newest_pk
 from threadline.storage.schema import APPLICATION_ID, LATEST
@@ -58,10 +68,13 @@ def add_parsers(commands: Commands) -> None:
 def _doctor(args: argparse.Namespace, _: None) -> int:
     report = Report()
     env = _config(report, args)
-    _data_dir(report, env.data_dir)
-    names = _user_names(env)
-    for path in _stores(env.data_dir):
-        _store(report, path, names.get(path.name))
+    if env.config.database is not None:
+        anyio.run(_database, report, env.config.database)
+    else:
+        _data_dir(report, env.data_dir)
+        names = _user_names(env)
+        for path in _stores(env.data_dir):
+            _store(report, path, names.get(path.name))
     _tokens(report, env)
     _hosts(report)
     if args.json:
@@ -78,6 +91,59 @@ def _doctor(args: argparse.Namespace, _: None) -> int:
         summary = f"{count(failed, 'problem')}, {count(warned, 'warning')}"
         print(f"\n{summary}" if failed or warned else "\nall good")
     return 1 if any(c.level == "fail" for c in report.checks) else 0
+
+
+async def _database(report: Report, url: str) -> None:
+    """The database: reachable, its schema, its walls. Read only: nothing is migrated."""
+    import asyncpg
+
+    from threadline.storage.postgres import errors, schema
+
+    where = redacted(url)
+    try:
+        conn = await asyncpg.connect(url, timeout=10)
+    except (asyncpg.PostgresError, OSError, TimeoutError, asyncpg.InterfaceError) as exc:
+        report.add("fail", "database", f"{where}: {errors.translate(exc)}", "check the URL")
+        return
+    try:
+        found = await schema.inspect(conn)
+    except asyncpg.PostgresError as exc:
+        report.add("fail", "database", f"{where}: {errors.translate(exc)}")
+        return
+    finally:
+        await conn.close()
+    version = found["version"]
+    if version > schema.LATEST:
+        report.add(
+            "fail",
+            "database",
+            f"{where}: schema {version}, newer than this threadline ({schema.LATEST})",
+            "upgrade threadline",
+        )
+    elif version < schema.LATEST:
+        report.add(
+            "warn",
+            "database",
+            f"{where}: schema {version}; the next server start migrates it to {schema.LATEST}",
+        )
+    else:
+        report.add("ok", "database", f"{where}: reachable, schema {version}")
+    if found["unwalled"]:
+        report.add(
+            "fail",
+            "row-level security",
+            f"not enabled and forced on {', '.join(found['unwalled'])}",
+            "ALTER TABLE ... ENABLE and FORCE ROW LEVEL SECURITY, or restore the schema",
+        )
+    elif version:
+        report.add("ok", "row-level security", "enabled and forced on every table")
+    if found["role_escapes"]:
+        report.add(
+            "fail",
+            "database role",
+            "the role is a superuser or has BYPASSRLS: row-level security does not hold it",
+            "connect as an ordinary role that owns the tables",
+        )
 
 
 def _config(report: Report, args: argparse.Namespace) -> Env:

@@ -190,3 +190,25 @@ async def _checked(conn: Connection) -> int:
             f"({LATEST}); upgrade threadline. The database was left untouched."
         )
     return found
+
+
+async def inspect(conn: Connection) -> dict[str, Any]:
+    """What ``doctor`` reports of a database, read only: the schema version, the tables whose
+    row-level security is not enabled and forced, and whether the connected role escapes it
+    (a superuser, or BYPASSRLS)."""
+    found = await version(conn)
+    rows = await conn.fetch(
+        "SELECT c.relname, c.relrowsecurity AND c.relforcerowsecurity AS walled FROM pg_class c "
+        "JOIN pg_namespace n ON n.oid = c.relnamespace "
+        "WHERE n.nspname = current_schema() AND c.relname = ANY($1::text[])",
+        list(USER_TABLES),
+    )
+    walled = {r["relname"]: r["walled"] for r in rows}
+    role = await conn.fetchrow(
+        "SELECT rolsuper OR rolbypassrls AS escapes FROM pg_roles WHERE rolname = current_user"
+    )
+    return {
+        "version": found,
+        "unwalled": [t for t in USER_TABLES if not walled.get(t, False)] if found else [],
+        "role_escapes": bool(role and role["escapes"]),
+    }
