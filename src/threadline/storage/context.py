@@ -64,7 +64,11 @@ def _values(conn: sqlite3.Connection, config: Config, session_id: str) -> dict[s
 
 
 def blocks(conn: sqlite3.Connection, config: Config, session_id: str) -> list[ContextBlock]:
-    values = _values(conn, config, session_id)
+    return blocks_of(config, _values(conn, config, session_id))
+
+
+def blocks_of(config: Config, values: dict[str, str]) -> list[ContextBlock]:
+    """The declared blocks, in config order, holding ``values`` (by label)."""
     return [
         ContextBlock.model_construct(
             label=spec.label,
@@ -130,6 +134,26 @@ def update(
     """Write a block; ``session_id=None`` writes a user-scoped block without naming a session."""
     if session_id is not None:
         session_row(conn, session_id, "1")
+    spec = checked(config, session_id, label, content, mode)
+    stored_as = owner(spec, session_id or "")
+    current = _values(conn, config, session_id or "")[label]
+    content, tokens = written(spec, current, content, mode)
+    stamp = now()
+    conn.execute(
+        "INSERT INTO context_blocks (label, session_id, content, updated_at) VALUES (?, ?, ?, ?) "
+        "ON CONFLICT (label, session_id) DO UPDATE SET content = excluded.content, "
+        "updated_at = excluded.updated_at",
+        (label, stored_as, content, stamp),
+    )
+    if spec.scope == "session" and session_id is not None:
+        conn.execute("UPDATE sessions SET updated_at = ? WHERE id = ?", (stamp, session_id))
+    return report(spec, current, tokens, mode)
+
+
+def checked(
+    config: Config, session_id: str | None, label: object, content: object, mode: object
+) -> BlockSpec:
+    """The spec of the block a write names, once the write passes every rule (any backend)."""
     if not isinstance(label, str):
         raise InvalidInput("label", "must be a string")
     spec = config.block(label)
@@ -140,31 +164,29 @@ def update(
         raise BlockReadOnly(f"block {label!r} is read-only; write lasting facts to another block")
     if mode not in ("replace", "append"):
         raise InvalidInput("mode", "must be 'replace' or 'append'")
-    validate.text(content, "content", config.limits.max_message_chars)
-    if "\x00" in content:
+    if "\x00" in validate.text(content, "content", config.limits.max_message_chars):
         raise InvalidInput("content", "must not contain NUL characters")
     if session_id is None and spec.scope == "session":
         raise InvalidInput("session_id", f"is required: block {label!r} belongs to a session")
-    stored_as = owner(spec, session_id or "")
-    current = _values(conn, config, session_id or "")[label]
+    return spec
+
+
+def written(spec: BlockSpec, current: str, content: str, mode: str) -> tuple[str, int]:
+    """What the block holds after the write, and its tokens; over the limit, refused."""
     if mode == "append" and current:
         content = current + ("" if current.endswith("\n") else "\n") + content
     tokens = estimate_tokens(content)
     if tokens > spec.max_tokens:
         raise BlockOverLimit(
-            f"block {label!r} would hold {tokens} tokens; its limit is {spec.max_tokens} "
+            f"block {spec.label!r} would hold {tokens} tokens; its limit is {spec.max_tokens} "
             f"(it holds {estimate_tokens(current)} now). Nothing was written: shorten the text, "
             "or replace the block with a condensed version."
         )
-    stamp = now()
-    conn.execute(
-        "INSERT INTO context_blocks (label, session_id, content, updated_at) VALUES (?, ?, ?, ?) "
-        "ON CONFLICT (label, session_id) DO UPDATE SET content = excluded.content, "
-        "updated_at = excluded.updated_at",
-        (label, stored_as, content, stamp),
-    )
-    if spec.scope == "session" and session_id is not None:
-        conn.execute("UPDATE sessions SET updated_at = ? WHERE id = ?", (stamp, session_id))
+    return content, tokens
+
+
+def report(spec: BlockSpec, current: str, tokens: int, mode: str) -> BlockUsage:
+    """What a write returns: how full the block is, and what a replace replaced."""
     done = usage(spec, tokens)
     if mode == "replace" and current:
         return done.model_copy(update={"replaced": current})

@@ -100,6 +100,63 @@ class Entry(NamedTuple):
         )
 
 
+class Walk:
+    """A walk up a path, compactions applied, as every backend reads it: fed the path's rows
+    newest first (``take``), it keeps the entries and says where to read on from.
+
+    Stops at ``want`` entries, or at the message ``stop`` (``reached``). With
+    ``include_compacted``, compacted messages are read as themselves, flagged; ``inside`` is
+    the start of the compacted range the walk begins in, if any.
+    """
+
+    def __init__(
+        self,
+        comps: list[Compaction],
+        *,
+        want: int | None = None,
+        include_compacted: bool = False,
+        inside: int | None = None,
+        stop: int | None = None,
+    ) -> None:
+        # Oldest first, so that of two compactions ending on one message the newest wins.
+        self._by_end = {comp.end_pk: comp for comp in reversed(comps)}
+        self._want = want
+        self._include = include_compacted
+        self._inside = inside
+        self._stop = stop
+        self.entries: list[Entry] = []
+        self.reached = False
+
+    def budget(self) -> int:
+        """How many more rows the walk can use (0: done)."""
+        if self.reached:
+            return 0
+        return ALL if self._want is None else self._want - len(self.entries)
+
+    def take(self, rows: list[tuple[Any, ...]]) -> int | None:
+        """Walk over ``rows`` (a stretch of the path, newest first); the pk to read on from,
+        or None at the root, at the message ``stop``, or with enough entries."""
+        for row in rows:
+            if row[0] == self._stop:
+                self.reached = True
+                return None
+            c = self._by_end.get(row[0]) if self._inside is None else None
+            if c is not None and not self._include:
+                self.entries.append(Entry(None, c))
+                return c.start_parent_pk
+            if c is not None:
+                self._inside = c.start_pk
+            self.entries.append(Entry(row, None, self._inside is not None))
+            if self._inside == row[0]:
+                self._inside = None
+            if self._want is not None and len(self.entries) >= self._want:
+                return None
+        return rows[-1][2] if rows else None
+
+
+ALL = 1 << 62
+
+
 def walk(
     conn: sqlite3.Connection,
     start_pk: int | None,
@@ -117,38 +174,18 @@ def walk(
     ``linear`` names the session when the caller knows it has no branch (``is_linear``): a
     whole path is then read as the session's rows, without walking it parent by parent.
     """
-    # Oldest first, so that of two compactions ending on one message the newest wins.
-    by_end = {comp.end_pk: comp for comp in reversed(comps)}
-    entries: list[Entry] = []
+    steps = Walk(comps, want=want, include_compacted=include_compacted, inside=inside)
     flat = None
     if linear is not None and want is None and start_pk is not None:
         flat = _linear_rows(conn, linear, start_pk)
-    # With include_compacted: the start of the compacted range the walk is in (a page that
-    # begins inside a range is told so by the caller).
     pk = start_pk
-    while pk is not None and (want is None or len(entries) < want):
-        budget = 1 << 62 if want is None else want - len(entries)
+    while pk is not None and (budget := steps.budget()) > 0:
         if flat is not None:
             rows = flat[0][flat[1][pk] :]
         else:
             rows = conn.execute(_CHAIN, (pk, budget)).fetchall()
-        pk = None
-        for row in rows:
-            c = by_end.get(row[0]) if inside is None else None
-            if c is not None and not include_compacted:
-                entries.append(Entry(None, c))
-                pk = c.start_parent_pk
-                break
-            if c is not None:
-                inside = c.start_pk
-            entries.append(Entry(row, None, inside is not None))
-            if inside == row[0]:
-                inside = None
-            if want is not None and len(entries) >= want:
-                break
-        else:
-            pk = rows[-1][2] if rows else None
-    return entries
+        pk = steps.take(rows)
+    return steps.entries
 
 
 # A session with no branch: its head's path holds every one of its messages (a path holds one
@@ -227,10 +264,7 @@ def history(
     truncate_tool_output: int | None = None,
 ) -> History:
     """The path to the head (or ``leaf_id``) as ``Store.get_history`` documents it."""
-    if limit is not None:
-        validate.limit(limit, "limit", 1, 100_000)
-    if truncate_tool_output is not None:
-        validate.limit(truncate_tool_output, "truncate_tool_output", 0, 10**9)
+    check_page(limit, truncate_tool_output)
     head_pk, linear = session_row(conn, session_id, f"head_pk, {IS_LINEAR}")
     leaf_pk = head_pk if leaf_id is None else message_pk(conn, session_id, leaf_id, "leaf_id")
     comps = compactions(conn, session_id)
@@ -250,19 +284,40 @@ def history(
         inside=inside,
         linear=session_id if linear else None,
     )
+    leaf = None
+    if leaf_pk is not None:
+        leaf = conn.execute("SELECT id FROM messages WHERE pk = ?", (leaf_pk,)).fetchone()[0]
+    return page(session_id, leaf, entries, limit, truncate_tool_output, before is not None)
+
+
+def check_page(limit: int | None, truncate_tool_output: int | None) -> None:
+    """The rules of a history page's size and cutting, on every backend."""
+    if limit is not None:
+        validate.limit(limit, "limit", 1, 100_000)
+    if truncate_tool_output is not None:
+        validate.limit(truncate_tool_output, "truncate_tool_output", 0, 10**9)
+
+
+def page(
+    session_id: str,
+    leaf_id: str | None,
+    entries: list[Entry],
+    limit: int | None,
+    truncate_tool_output: int | None,
+    earlier: bool,
+) -> History:
+    """A history page from the entries walked (newest first, one more than ``limit`` when
+    there are more); ``earlier``: the page was asked for before a cursor."""
     has_more = limit is not None and len(entries) > limit
     if has_more:
         del entries[limit:]
     messages = [entry.message() for entry in entries]  # newest first
     if truncate_tool_output is not None:
-        messages = truncate_old_tool_output(messages, truncate_tool_output, before is not None)
+        messages = truncate_old_tool_output(messages, truncate_tool_output, earlier)
     messages.reverse()
-    leaf = None
-    if leaf_pk is not None:
-        leaf = conn.execute("SELECT id FROM messages WHERE pk = ?", (leaf_pk,)).fetchone()[0]
     return History.model_construct(
         session_id=session_id,
-        leaf_id=leaf,
+        leaf_id=leaf_id,
         messages=messages,
         has_more=has_more,
         next_before=messages[0].id if has_more and messages else None,
@@ -321,25 +376,13 @@ def _down_to(
 ) -> list[Entry] | None:
     """The entries from the head up to ``stop`` (newest first), or None when the path as
     read does not pass through it (another branch, or inside a range compacted since)."""
-    by_end = {comp.end_pk: comp for comp in reversed(comps)}
-    entries: list[Entry] = []
+    steps = Walk(comps, stop=stop)
     pk: int | None = head_pk
     chunk = 4  # a turn or two since the last read, usually; then four times more each time
     while pk is not None:
-        rows = conn.execute(_CHAIN, (pk, chunk)).fetchall()
-        pk, chunk = None, chunk * 4
-        for row in rows:
-            if row[0] == stop:
-                return entries
-            c = by_end.get(row[0])
-            if c is not None:
-                entries.append(Entry(None, c))
-                pk = c.start_parent_pk
-                break
-            entries.append(Entry(row, None))
-        else:
-            pk = rows[-1][2] if rows else None
-    return None
+        pk = steps.take(conn.execute(_CHAIN, (pk, chunk)).fetchall())
+        chunk *= 4
+    return steps.entries if steps.reached else None
 
 
 def _range_around(conn: sqlite3.Connection, pk: int, applied: list[Compaction]) -> int | None:

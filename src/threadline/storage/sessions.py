@@ -379,6 +379,20 @@ def fork(
     return child
 
 
+def check_usage(
+    input_tokens: int, output_tokens: int, cost: float | None, model: str | None
+) -> None:
+    """The rules of one turn's usage, on every backend."""
+    validate.limit(input_tokens, "input_tokens", 0, 10**12)
+    validate.limit(output_tokens, "output_tokens", 0, 10**12)
+    if cost is not None and (
+        isinstance(cost, bool) or not isinstance(cost, int | float) or not 0 <= cost <= 1e9
+    ):
+        raise InvalidInput("cost", "must be a number from 0 to 1e9")
+    if model is not None:
+        validate.text(model, "model", 200, allow_empty=False)
+
+
 def record_usage(
     conn: sqlite3.Connection,
     session_id: str,
@@ -388,14 +402,7 @@ def record_usage(
     model: str | None,
 ) -> UsageTotals:
     session_row(conn, session_id, "1")
-    validate.limit(input_tokens, "input_tokens", 0, 10**12)
-    validate.limit(output_tokens, "output_tokens", 0, 10**12)
-    if cost is not None and (
-        isinstance(cost, bool) or not isinstance(cost, int | float) or not 0 <= cost <= 1e9
-    ):
-        raise InvalidInput("cost", "must be a number from 0 to 1e9")
-    if model is not None:
-        validate.text(model, "model", 200, allow_empty=False)
+    check_usage(input_tokens, output_tokens, cost, model)
     stamp = now()
     conn.execute(
         "INSERT INTO usage (session_id, input_tokens, output_tokens, cost, model, created_at) "

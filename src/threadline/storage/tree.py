@@ -50,7 +50,11 @@ def continued_in(conn: sqlite3.Connection, session_id: str) -> str | None:
 
 def ended(conn: sqlite3.Connection, session_id: str, verb: str) -> SessionEnded:
     """The refusal of a write to an ended session, naming where it continues."""
-    child = continued_in(conn, session_id)
+    return refusal(session_id, continued_in(conn, session_id), verb)
+
+
+def refusal(session_id: str, child: str | None, verb: str) -> SessionEnded:
+    """The refusal of a write (``verb``) to an ended session split into ``child``."""
     where = f"session {child!r}" if child else "the session it was split into"
     return SessionEnded(
         f"session {session_id!r} has ended (it was split{f' into {child!r}' if child else ''}); "

@@ -6,12 +6,10 @@ from __future__ import annotations
 from typing import Literal
 
 from threadline.config import Config
-from threadline.storage import validate
-from threadline.storage.context import owner, render, usage
-from threadline.storage.errors import BlockNotFound, BlockOverLimit, BlockReadOnly, InvalidInput
+from threadline.storage.context import blocks_of, checked, owner, render, report, written
 from threadline.storage.models import BlockUsage, ContextBlock, ContextView
 from threadline.storage.postgres.rows import Tx, session_row
-from threadline.text import estimate_tokens, now
+from threadline.text import now
 
 
 async def _values(tx: Tx, config: Config, session_id: str) -> dict[str, str]:
@@ -28,19 +26,7 @@ async def _values(tx: Tx, config: Config, session_id: str) -> dict[str, str]:
 
 
 async def blocks(tx: Tx, config: Config, session_id: str) -> list[ContextBlock]:
-    values = await _values(tx, config, session_id)
-    return [
-        ContextBlock.model_construct(
-            label=spec.label,
-            description=spec.description,
-            scope=spec.scope,
-            readonly=spec.readonly,
-            max_tokens=spec.max_tokens,
-            tokens=estimate_tokens(values[spec.label]),
-            content=values[spec.label],
-        )
-        for spec in config.blocks
-    ]
+    return blocks_of(config, await _values(tx, config, session_id))
 
 
 async def freeze(tx: Tx, config: Config, session_id: str) -> None:
@@ -82,21 +68,7 @@ async def update(
     """Write a block; ``session_id=None`` writes a user-scoped block without naming a session."""
     if session_id is not None:
         await session_row(tx, session_id, "1")
-    if not isinstance(label, str):
-        raise InvalidInput("label", "must be a string")
-    spec = config.block(label)
-    if spec is None:
-        known = ", ".join(b.label for b in config.blocks) or "none are configured"
-        raise BlockNotFound(f"label: no context block {label[:80]!r}; the blocks are: {known}")
-    if spec.readonly:
-        raise BlockReadOnly(f"block {label!r} is read-only; write lasting facts to another block")
-    if mode not in ("replace", "append"):
-        raise InvalidInput("mode", "must be 'replace' or 'append'")
-    validate.text(content, "content", config.limits.max_message_chars)
-    if "\x00" in content:
-        raise InvalidInput("content", "must not contain NUL characters")
-    if session_id is None and spec.scope == "session":
-        raise InvalidInput("session_id", f"is required: block {label!r} belongs to a session")
+    spec = checked(config, session_id, label, content, mode)
     # Two concurrent appends to one block must both land: the row is locked (or, for a
     # block never written, its key claimed) before it is read.
     block_owner = owner(spec, session_id or "")
@@ -113,15 +85,7 @@ async def update(
         label,
         block_owner,
     )
-    if mode == "append" and current:
-        content = current + ("" if current.endswith("\n") else "\n") + content
-    tokens = estimate_tokens(content)
-    if tokens > spec.max_tokens:
-        raise BlockOverLimit(
-            f"block {label!r} would hold {tokens} tokens; its limit is {spec.max_tokens} "
-            f"(it holds {estimate_tokens(current)} now). Nothing was written: shorten the text, "
-            "or replace the block with a condensed version."
-        )
+    content, tokens = written(spec, current, content, mode)
     stamp = now()
     await tx.execute(
         "UPDATE context_blocks SET content = $4, updated_at = $5 "
@@ -135,10 +99,7 @@ async def update(
         await tx.execute(
             "UPDATE sessions SET updated_at = $3 WHERE user_id = $1 AND id = $2", session_id, stamp
         )
-    done = usage(spec, tokens)
-    if mode == "replace" and current:
-        return done.model_copy(update={"replaced": current})
-    return done
+    return report(spec, current, tokens, mode)
 
 
 async def copy_session_blocks(tx: Tx, source: str, target: str) -> None:

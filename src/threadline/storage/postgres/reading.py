@@ -10,11 +10,10 @@ from __future__ import annotations
 from typing import Any
 
 from threadline.storage import validate
-from threadline.storage.cutting import truncate_old_tool_output
 from threadline.storage.errors import InvalidInput, MessageNotFound, SessionNotFound
 from threadline.storage.models import History, HistoryDelta
 from threadline.storage.postgres.rows import Tx, message_id, message_pk, session_row
-from threadline.storage.reading import Entry, applied
+from threadline.storage.reading import Entry, Walk, applied, check_page, page
 from threadline.storage.rows import Compaction
 from threadline.text import estimate_tokens
 
@@ -50,8 +49,6 @@ WITH RECURSIVE chain (pk, parent_pk) AS (
 SELECT pk FROM chain
 """
 
-ALL = 1 << 62
-
 
 async def chain(tx: Tx, pk: int, want: int) -> list[tuple[Any, ...]]:
     return [tuple(row) for row in await tx.fetch(CHAIN, pk, want)]
@@ -83,29 +80,12 @@ async def walk(
     inside: int | None = None,
 ) -> list[Entry]:
     """The path from ``start_pk`` up towards the root, newest first, compactions applied
-    (``storage/reading.py``'s ``walk``)."""
-    by_end = {comp.end_pk: comp for comp in reversed(comps)}
-    entries: list[Entry] = []
+    (``reading.Walk``: the rules of every backend)."""
+    steps = Walk(comps, want=want, include_compacted=include_compacted, inside=inside)
     pk = start_pk
-    while pk is not None and (want is None or len(entries) < want):
-        rows = await chain(tx, pk, ALL if want is None else want - len(entries))
-        pk = None
-        for row in rows:
-            c = by_end.get(row[0]) if inside is None else None
-            if c is not None and not include_compacted:
-                entries.append(Entry(None, c))
-                pk = c.start_parent_pk
-                break
-            if c is not None:
-                inside = c.start_pk
-            entries.append(Entry(row, None, inside is not None))
-            if inside == row[0]:
-                inside = None
-            if want is not None and len(entries) >= want:
-                break
-        else:
-            pk = rows[-1][2] if rows else None
-    return entries
+    while pk is not None and (budget := steps.budget()) > 0:
+        pk = steps.take(await chain(tx, pk, budget))
+    return steps.entries
 
 
 async def applied_compactions(tx: Tx, leaf_pk: int, comps: list[Compaction]) -> list[Compaction]:
@@ -138,10 +118,7 @@ async def history(
     truncate_tool_output: int | None = None,
 ) -> History:
     """The path to the head (or ``leaf_id``) as ``Store.get_history`` documents it."""
-    if limit is not None:
-        validate.limit(limit, "limit", 1, 100_000)
-    if truncate_tool_output is not None:
-        validate.limit(truncate_tool_output, "truncate_tool_output", 0, 10**9)
+    check_page(limit, truncate_tool_output)
     head_pk = (await session_row(tx, session_id, "s.head_pk"))["head_pk"]
     leaf_pk = head_pk if leaf_id is None else await message_pk(tx, session_id, leaf_id, "leaf_id")
     comps = await compactions(tx, session_id)
@@ -159,20 +136,8 @@ async def history(
         include_compacted=include_compacted,
         inside=inside,
     )
-    has_more = limit is not None and len(entries) > limit
-    if has_more:
-        del entries[limit:]
-    messages = [entry.message() for entry in entries]  # newest first
-    if truncate_tool_output is not None:
-        messages = truncate_old_tool_output(messages, truncate_tool_output, before is not None)
-    messages.reverse()
-    return History.model_construct(
-        session_id=session_id,
-        leaf_id=None if leaf_pk is None else await message_id(tx, leaf_pk),
-        messages=messages,
-        has_more=has_more,
-        next_before=messages[0].id if has_more and messages else None,
-    )
+    leaf = None if leaf_pk is None else await message_id(tx, leaf_pk)
+    return page(session_id, leaf, entries, limit, truncate_tool_output, before is not None)
 
 
 async def since(tx: Tx, session_id: str, known: str | None) -> HistoryDelta:
@@ -221,25 +186,13 @@ async def since(tx: Tx, session_id: str, known: str | None) -> HistoryDelta:
 async def _down_to(tx: Tx, head_pk: int, comps: list[Compaction], stop: int) -> list[Entry] | None:
     """The entries from the head up to ``stop`` (newest first), or None when the path as read
     does not pass through it."""
-    by_end = {comp.end_pk: comp for comp in reversed(comps)}
-    entries: list[Entry] = []
+    steps = Walk(comps, stop=stop)
     pk: int | None = head_pk
     chunk = 4
     while pk is not None:
-        rows = await chain(tx, pk, chunk)
-        pk, chunk = None, chunk * 4
-        for row in rows:
-            if row[0] == stop:
-                return entries
-            c = by_end.get(row[0])
-            if c is not None:
-                entries.append(Entry(None, c))
-                pk = c.start_parent_pk
-                break
-            entries.append(Entry(row, None))
-        else:
-            pk = rows[-1][2] if rows else None
-    return None
+        pk = steps.take(await chain(tx, pk, chunk))
+        chunk *= 4
+    return steps.entries if steps.reached else None
 
 
 async def _range_around(tx: Tx, pk: int, comps: list[Compaction]) -> int | None:

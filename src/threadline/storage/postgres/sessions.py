@@ -13,7 +13,7 @@ from threadline.storage.models import SessionInfo, SessionList, SessionSummary, 
 from threadline.storage.postgres import context, reading
 from threadline.storage.postgres.rows import Tx, message_pk, session_row
 from threadline.storage.postgres.rows import message_id as message_id_of
-from threadline.storage.sessions import Filters, check_title
+from threadline.storage.sessions import Filters, check_title, check_usage
 from threadline.storage.tree import OMITTED
 from threadline.text import new_id, now
 
@@ -319,14 +319,7 @@ async def record_usage(
     model: str | None,
 ) -> UsageTotals:
     await session_row(tx, session_id, "1")
-    validate.limit(input_tokens, "input_tokens", 0, 10**12)
-    validate.limit(output_tokens, "output_tokens", 0, 10**12)
-    if cost is not None and (
-        isinstance(cost, bool) or not isinstance(cost, int | float) or not 0 <= cost <= 1e9
-    ):
-        raise InvalidInput("cost", "must be a number from 0 to 1e9")
-    if model is not None:
-        validate.text(model, "model", 200, allow_empty=False)
+    check_usage(input_tokens, output_tokens, cost, model)
     stamp = now()
     await tx.execute(
         "INSERT INTO usage (user_id, session_id, input_tokens, output_tokens, cost, model, "

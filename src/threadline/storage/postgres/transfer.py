@@ -11,7 +11,7 @@ from threadline.storage import validate
 from threadline.storage.errors import InvalidInput
 from threadline.storage.postgres import reading, sessions
 from threadline.storage.postgres.rows import Tx, session_row
-from threadline.storage.postgres.tree import storable
+from threadline.storage.postgres.tree import INSERT, storable
 from threadline.storage.records import (
     KEPT_SUMMARY_IDS,
     RESTORE_LIMITS,
@@ -166,9 +166,7 @@ async def load_session(tx: Tx, record: SessionRecord) -> ImportedSession:
             parent_pk, depth, path_tokens = placed[m.parent_id]
         role, content, is_json, body, name, meta, tokens = storable(encode(m, i))
         pk = await tx.fetchval(
-            "INSERT INTO messages (user_id, session_id, id, parent_pk, depth, path_tokens, role, "
-            "content, is_json, body, name, metadata, tokens, created_at) "
-            "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) RETURNING pk",
+            f"{INSERT} RETURNING pk",
             sid,
             m.id,
             parent_pk,

@@ -23,11 +23,11 @@ from threadline.storage.models import AppendResult, Branch, Message
 from threadline.storage.postgres import reading
 from threadline.storage.postgres.rows import Tx, message_id, message_pk, session_row
 from threadline.storage.postgres.sessions import continued_in
-from threadline.storage.tree import OMITTED
+from threadline.storage.tree import OMITTED, refusal
 from threadline.storage.validate import Encoded
 from threadline.text import new_id, now
 
-_INSERT = (
+INSERT = (
     "INSERT INTO messages (user_id, session_id, id, parent_pk, depth, path_tokens, role, "
     "content, is_json, body, name, metadata, tokens, created_at) "
     "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)"
@@ -78,12 +78,8 @@ def guard(session_id: str, row: Any, expected: Any) -> None:
 
 
 async def ended(tx: Tx, session_id: str, verb: str) -> SessionEnded:
-    child = await continued_in(tx, session_id)
-    where = f"session {child!r}" if child else "the session it was split into"
-    return SessionEnded(
-        f"session {session_id!r} has ended (it was split{f' into {child!r}' if child else ''}); "
-        f"{verb} {where} instead"
-    )
+    """The refusal of a write to an ended session, naming where it continues."""
+    return refusal(session_id, await continued_in(tx, session_id), verb)
 
 
 async def append(
@@ -153,13 +149,13 @@ async def append(
         # The last message of a linear append moves the head in the same statement.
         parent_pk = await tx.fetchval(
             (
-                f"WITH new AS ({_INSERT} RETURNING pk) UPDATE sessions SET head_pk = "
+                f"WITH new AS ({INSERT} RETURNING pk) UPDATE sessions SET head_pk = "
                 "(SELECT pk FROM new), message_count = message_count + $15, token_estimate = "
                 "token_estimate + $16, updated_at = $14 WHERE user_id = $1 AND id = $2 "
                 "RETURNING head_pk"
             )
             if last
-            else f"{_INSERT} RETURNING pk",
+            else f"{INSERT} RETURNING pk",
             session_id,
             mid,
             parent_pk,
