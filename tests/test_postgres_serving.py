@@ -9,6 +9,7 @@ import socket
 import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import anyio
@@ -16,6 +17,7 @@ import anyio.to_thread
 import asyncpg
 import httpx2
 import pytest
+from anyio.abc import Process
 from mcp import Client, StdioServerParameters
 from mcp.client.streamable_http import streamable_http_client
 
@@ -42,9 +44,16 @@ def _listening(port: int) -> bool:
         return probe.connect_ex(("127.0.0.1", port)) == 0
 
 
+@dataclass
+class Replica:
+    url: str  # its MCP endpoint
+    process: Process
+
+
 @asynccontextmanager
-async def _replica(url: str, tokens: Path, log: Path) -> AsyncIterator[str]:
-    """A server process serving the database over stateless Streamable HTTP; its MCP URL."""
+async def _replica(url: str, tokens: Path, log: Path) -> AsyncIterator[Replica]:
+    """A server process serving the database over stateless Streamable HTTP; killed (SIGKILL)
+    when the block ends."""
     port = _free_port()
     args = ["serve", "--transport", "streamable-http", "--stateless", "--port", str(port)]
     args += ["--database", url, "--tokens-file", str(tokens), "--data-dir", str(log.parent)]
@@ -52,9 +61,10 @@ async def _replica(url: str, tokens: Path, log: Path) -> AsyncIterator[str]:
         process = await anyio.open_process([sys.executable, "-m", "threadline", *args], stderr=err)
     try:
         assert await eventually(lambda: _listening(port), 30), log.read_text()
-        yield f"http://127.0.0.1:{port}/mcp"
+        yield Replica(f"http://127.0.0.1:{port}/mcp", process)
     finally:
-        process.kill()
+        if process.returncode is None:
+            process.kill()
         await process.wait()
 
 
@@ -78,12 +88,12 @@ async def test_replicas_serve_any_user_on_any_replica_and_keep_users_apart(
             _replica(pg_database.url, tokens.path, log) as a,
             _replica(pg_database.url, tokens.path, log) as b,
         ):
-            async with _client(a, alice) as on_a:
+            async with _client(a.url, alice) as on_a:
                 made = await call(on_a, "create_session", title="alice's plans")
                 sid = made["session_id"]
                 await call(on_a, "append_messages", session_id=sid, messages=[
                     {"role": "user", "content": "written through replica A"}])  # fmt: skip
-            async with _client(b, alice) as on_b:
+            async with _client(b.url, alice) as on_b:
                 await call(on_b, "append_messages", session_id=sid, messages=[
                     {"role": "assistant", "content": "and through replica B"}])  # fmt: skip
                 page = await call(on_b, "get_history", session_id=sid)
@@ -91,7 +101,7 @@ async def test_replicas_serve_any_user_on_any_replica_and_keep_users_apart(
                     "written through replica A",
                     "and through replica B",
                 ]
-            async with _client(a, bob) as bob_on_a:
+            async with _client(a.url, bob) as bob_on_a:
                 listed = await call(bob_on_a, "list_sessions")
                 assert listed["sessions"] == []
                 denied = await bob_on_a.call_tool("get_history", {"session_id": sid})
