@@ -34,6 +34,15 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
+async def _end_transaction(conn: Connection) -> None:
+    """What a connection needs before it goes back to the pool: no open transaction. The store
+    changes no session state (its one setting ends with each transaction), so asyncpg's
+    default reset, a further round trip per call (``RESET ALL``, ``UNLISTEN *`` and more),
+    would find nothing to reset."""
+    if conn.is_in_transaction():
+        await conn.execute("ROLLBACK")
+
+
 def _begin(user: str, snapshot: bool) -> str:
     """The transaction's start and its user's setting, sent as one message (one round trip
     instead of two; a simple query takes no parameters, so the user is written as an escape
@@ -61,7 +70,7 @@ class Database:
         try:
             # No floor of idle connections: keeping one up is a task that, while the server
             # is down, logs a traceback each second. Connections are made when needed.
-            pool = await asyncpg.create_pool(url, min_size=0, max_size=size)
+            pool = await asyncpg.create_pool(url, min_size=0, max_size=size, reset=_end_transaction)
         except (asyncpg.PostgresError, *_DROPPED, TimeoutError) as exc:
             raise translate(exc) from None
         try:
