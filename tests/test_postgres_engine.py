@@ -4,6 +4,7 @@ every connection is busy, a server restart survived, cancellation leaving nothin
 from __future__ import annotations
 
 import asyncio
+import contextlib
 
 import anyio
 import asyncpg
@@ -142,3 +143,32 @@ async def test_concurrent_transactions_of_many_users_stay_apart(pg_database: Dat
             assert await ids(engine, f"u{i}") == sorted(f"u{i}-{n}" for n in range(10))
     finally:
         await engine.close()
+
+
+async def test_a_listener_hears_notifications_and_listens_again_after_a_restart(
+    pg_cluster: Cluster,
+) -> None:
+    async with database(pg_cluster.url) as db:
+        engine = await Engine.open(db.url, size=2)
+        heard: list[str] = []
+        try:
+            async with anyio.create_task_group() as tasks:
+                tasks.start_soon(engine.listen, "channel", heard.append)
+
+                async def announced(text: str) -> bool:
+                    for _ in range(100):  # the listener may still be connecting
+                        with contextlib.suppress(StoreError):
+                            await engine.notify("channel", text)
+                        await anyio.sleep(0.1)
+                        if text in heard:
+                            return True
+                    return False
+
+                with anyio.fail_after(60):
+                    assert await announced("before")
+                    pg_cluster.stop("immediate")
+                    pg_cluster.start()
+                    assert await announced("after")
+                tasks.cancel_scope.cancel()
+        finally:
+            await engine.close()

@@ -214,3 +214,38 @@ async def test_doctor_checks_a_database_without_changing_it(
     code, out = await anyio.to_thread.run_sync(doctor, "postgresql://x:secret@127.0.0.1:1/db")
     assert code == 1 and "FAIL  database: " in out and "unavailable" in out
     assert "secret" not in out
+
+
+async def test_a_write_on_one_replica_is_announced_to_a_listener_on_another(
+    pg_database: Database, tmp_path: Path
+) -> None:
+    tokens = TokenFile(tmp_path / "tokens.json")
+    alice, bob = tokens.add("alice")[1], tokens.add("bob")[1]
+    log = tmp_path / "servers.log"
+    with anyio.fail_after(60):
+        async with (
+            _replica(pg_database.url, tokens.path, log) as a,
+            _replica(pg_database.url, tokens.path, log) as b,
+            _client(a.url, alice) as alice_on_a,
+            _client(b.url, alice) as alice_on_b,
+            _client(a.url, bob) as bob_on_a,
+            _client(b.url, bob) as bob_on_b,
+        ):
+            sid = (await call(alice_on_b, "create_session", title="a"))["session_id"]
+            bob_sid = (await call(bob_on_b, "create_session", title="b"))["session_id"]
+            mine = f"threadline://sessions/{sid}/history"
+            theirs = f"threadline://sessions/{bob_sid}/history"
+            note = [{"role": "user", "content": "written on B"}]
+            async with (
+                alice_on_a.listen(resource_subscriptions=[mine]) as alice_hears,
+                bob_on_a.listen(resource_subscriptions=[mine, theirs]) as bob_hears,
+            ):
+                await call(alice_on_b, "append_messages", session_id=sid, messages=note)
+                async for event in alice_hears:  # on A, of a write on B
+                    assert getattr(event, "uri", None) == mine
+                    break
+                # Bob hears his own write on B, and nothing of alice's before it.
+                await call(bob_on_b, "append_messages", session_id=bob_sid, messages=note)
+                async for event in bob_hears:
+                    assert getattr(event, "uri", None) == theirs
+                    break

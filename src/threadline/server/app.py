@@ -21,7 +21,7 @@ from pydantic import ValidationError
 from threadline import __version__
 from threadline.server import wire
 from threadline.server.arguments import explain
-from threadline.server.subscriptions import UserScopedBus, register_legacy
+from threadline.server.subscriptions import Relay, UserScopedBus, register_legacy
 from threadline.tools import Runtime, register_all
 
 INSTRUCTIONS = """\
@@ -46,11 +46,13 @@ def build_server(
     *,
     token_verifier: TokenVerifier | None = None,
     auth: AuthSettings | None = None,
+    relay: Relay | None = None,
 ) -> MCPServer[Any]:
     """A threadline MCP server whose stores come from ``runtime``.
 
     ``lifespan`` (optional) is entered when the server starts and left when it stops: the
     place to open and close stores. ``token_verifier`` and ``auth`` turn on bearer auth (HTTP).
+    ``relay`` passes resource events to and from the other replicas.
     """
 
     @asynccontextmanager
@@ -62,6 +64,9 @@ def build_server(
                 yield runtime
 
     bus = UserScopedBus()
+    if relay is not None:  # replicas on one database: events travel between them
+        bus.relay = relay
+        relay.attach(bus)
     mcp: MCPServer[Any] = _Server(
         "threadline",
         title="threadline",

@@ -99,7 +99,8 @@ def build_http_app(options: HttpOptions, config: Config, data_dir: Path) -> Star
             ),
             validate_token_resource=False,
         )
-    mcp = build_server(stores, token_verifier=options.verifier, auth=auth)
+    relay = stores if config.database is not None else None
+    mcp = build_server(stores, token_verifier=options.verifier, auth=auth, relay=relay)
 
     async def healthz(_: Request) -> JSONResponse:
         return JSONResponse({"status": "ok"})  # unauthenticated: says nothing else

@@ -13,13 +13,16 @@ never while a call holds it. The config's ``[retention]`` rules run over every u
 With a ``database`` in the config, every user's sessions are in that PostgreSQL database,
 keyed by the same 32 hex digits (``paths.user_key``; ``local`` without auth): one pool serves
 them all, each request a view of its user's (``Store.as_user``), so any replica serves any
-user and nothing is cached. Retention does not run over a database yet.
+user and nothing is cached; resource events pass between the replicas through the
+database's announcements (``attach``). Retention does not run over a database yet.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
+import secrets
 from collections import OrderedDict
 from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
@@ -27,11 +30,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import anyio
+from mcp.server.subscriptions import ServerEvent
 
 from threadline.config import Config
 from threadline.paths import LOCAL_STORE, LOCAL_USER, USERS_DIR, user_file, user_key
 from threadline.server import retention
 from threadline.server.auth import current_user
+from threadline.server.subscriptions import UserScopedBus, decode_event, encode_event
 from threadline.storage import Store, StoreError
 from threadline.storage.schema import make_directory
 
@@ -70,6 +75,8 @@ class UserStores:
         self._opening: dict[Path, anyio.Lock] = {}
         self._running = False
         self._database: Store | None = None  # the pool, when the config names a database
+        self._bus: UserScopedBus | None = None
+        self._origin = secrets.token_hex(8)  # this replica, in the events it passes on
 
     def _current_path(self) -> Path:
         if not self.authenticated:
@@ -92,6 +99,31 @@ class UserStores:
         if self.authenticated and user is None:
             raise StoreError("this request is not authenticated")
         yield self._database.as_user(LOCAL_USER if user is None else user_key(user))
+
+    def attach(self, bus: UserScopedBus) -> None:
+        """Pass ``bus``'s events to the other replicas on the database, and theirs to it."""
+        self._bus = bus
+
+    async def send(self, user: str, event: ServerEvent) -> None:
+        if self._database is not None:
+            await self._database.announce(encode_event(self._origin, user, event))
+
+    async def _hear(self) -> None:
+        """The other replicas' events, handed to this replica's bus in the order they came."""
+        assert self._database is not None and self._bus is not None
+        bus = self._bus
+        inbox, outbox = anyio.create_memory_object_stream[str](1000)
+
+        def heard(message: str) -> None:
+            with contextlib.suppress(anyio.WouldBlock):  # a flood is dropped, not queued
+                inbox.send_nowait(message)
+
+        async with anyio.create_task_group() as tasks:
+            tasks.start_soon(self._database.announcements, heard)
+            async for message in outbox:
+                found = decode_event(message)
+                if found is not None and found[0] != self._origin:
+                    await bus.deliver(found[1], found[2])
 
     def every_store(self) -> list[AbstractAsyncContextManager[Store]]:
         """Every store in the data directory, each lent as a request's is (for retention)."""
@@ -180,6 +212,8 @@ class UserStores:
         try:
             async with anyio.create_task_group() as tasks:
                 tasks.start_soon(self._reap)
+                if self._database is not None and self._bus is not None:
+                    tasks.start_soon(self._hear)
                 if self.config.retention.active:
                     tasks.start_soon(retention.keep, self.config.retention, self.every_store)
                 try:

@@ -6,26 +6,39 @@ clients subscribe to URIs with ``resources/subscribe`` (``register_legacy``); th
 sends them ``resources/updated`` for what they watch. Either way an event reaches only the
 connections of the user whose request published it: another user's writes are never
 announced, so their session ids cannot be probed through notifications.
+
+Replicas on one database pass events to each other (``Relay``: ``UserStores`` over the
+database's announcements): an event published on one replica reaches the listeners of the
+same user on every replica. Users are named there by their key (``paths.user_key``), never by
+their identity.
 """
 
 from __future__ import annotations
 
 import functools
+import json
 import logging
 import re
 import weakref
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 import anyio.lowlevel
 from mcp import MCPError
 from mcp.server import MCPServer, NotificationOptions, ServerRequestContext
-from mcp.server.subscriptions import ResourceUpdated, ServerEvent
+from mcp.server.subscriptions import (
+    PromptsListChanged,
+    ResourcesListChanged,
+    ResourceUpdated,
+    ServerEvent,
+    ToolsListChanged,
+)
 from mcp.types import EmptyResult, SubscribeRequestParams, UnsubscribeRequestParams
 from mcp_types import INVALID_PARAMS, INVALID_REQUEST
 
+from threadline.paths import LOCAL_USER, user_key
 from threadline.server.auth import current_user
-from threadline.storage import SessionNotFound
+from threadline.storage import SessionNotFound, StoreError
 from threadline.text import ID_CHARS
 from threadline.tools import Runtime
 from threadline.tools.common import INDEX_URI
@@ -69,26 +82,72 @@ class LegacySubscriptions:
         if entry is not None:
             entry[1].discard(uri)
 
-    def watchers(self, uri: str) -> list[Any]:
-        """The connections of the current user that watch ``uri``."""
-        user = current_user()
+    def watchers(self, uri: str, user: str) -> list[Any]:
+        """The connections of ``user`` (a key) that watch ``uri``."""
         return [
             connection
             for connection, (owner, uris) in list(self._by_connection.items())
-            if owner == user and uri in uris
+            if key_of(owner) == user and uri in uris
         ]
+
+
+class Relay(Protocol):
+    """What carries events to the other replicas, and theirs to this one's bus."""
+
+    async def send(self, user: str, event: ServerEvent) -> None: ...
+
+    def attach(self, bus: UserScopedBus) -> None: ...
+
+
+def key_of(user: User) -> str:
+    """A user as replicas name each other's: the key of their store."""
+    return LOCAL_USER if user is None else user_key(user)
+
+
+def encode_event(origin: str, user: str, event: ServerEvent) -> str:
+    """An event as one replica tells the others (``decode_event`` reads it)."""
+    uri = event.uri if isinstance(event, ResourceUpdated) else None
+    return json.dumps({"origin": origin, "user": user, "kind": type(event).__name__, "uri": uri})
+
+
+def decode_event(message: str) -> tuple[str, str, ServerEvent] | None:
+    """(origin, user, event) of an ``encode_event`` message; None for anything else."""
+    try:
+        found = json.loads(message)
+        kind = _EVENTS[found["kind"]]
+        event = ResourceUpdated(uri=found["uri"]) if kind is ResourceUpdated else kind()
+        return str(found["origin"]), str(found["user"]), event
+    except (ValueError, KeyError, TypeError):
+        return None
+
+
+_EVENTS: dict[str, Any] = {
+    kind.__name__: kind
+    for kind in (ResourceUpdated, ResourcesListChanged, ToolsListChanged, PromptsListChanged)
+}
 
 
 class UserScopedBus:
     """The SDK's subscription bus, delivering each event only to the listeners of the user
-    whose request published it, and resource updates to that user's legacy subscribers too."""
+    whose request published it, and resource updates to that user's legacy subscribers too;
+    with a ``relay``, to that user's listeners on the other replicas as well."""
 
     def __init__(self) -> None:
-        self._listeners: dict[object, tuple[User, Callable[[ServerEvent], None]]] = {}
+        self._listeners: dict[object, tuple[str, Callable[[ServerEvent], None]]] = {}
         self.legacy = LegacySubscriptions()
+        self.relay: Relay | None = None
 
     async def publish(self, event: ServerEvent) -> None:
-        user = current_user()
+        user = key_of(current_user())
+        await self.deliver(user, event)
+        if self.relay is not None:
+            try:  # the write is done; a notification that cannot travel must not fail it
+                await self.relay.send(user, event)
+            except StoreError as exc:
+                log.warning("a resource event was not passed to the other replicas: %s", exc)
+
+    async def deliver(self, user: str, event: ServerEvent) -> None:
+        """Hand ``event`` to the listeners of ``user`` (a key) on this replica."""
         listeners = [fn for owner, fn in list(self._listeners.values()) if owner == user]
         for listener in listeners:
             try:
@@ -96,7 +155,7 @@ class UserScopedBus:
             except Exception:  # one broken stream must not starve the others
                 log.exception("subscription listener raised; continuing")
         if isinstance(event, ResourceUpdated):
-            for connection in self.legacy.watchers(event.uri):
+            for connection in self.legacy.watchers(event.uri, user):
                 try:
                     await connection.send_resource_updated(event.uri)
                 except Exception as exc:  # a connection going away must not fail the write
@@ -106,7 +165,7 @@ class UserScopedBus:
 
     def subscribe(self, listener: Callable[[ServerEvent], None]) -> Callable[[], None]:
         key = object()
-        self._listeners[key] = (current_user(), listener)
+        self._listeners[key] = (key_of(current_user()), listener)
         return lambda: self._listeners.pop(key, None) and None
 
 

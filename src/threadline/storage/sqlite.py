@@ -98,6 +98,12 @@ class SQLiteBackend:
     def as_user(self, user: str) -> SQLiteBackend:
         raise Refused("a SQLite store holds one user's sessions; open that user's file instead")
 
+    async def announce(self, message: str) -> None:
+        raise Refused("announcements need a database that several servers share (PostgreSQL)")
+
+    async def announcements(self, deliver: Callable[[str], None]) -> None:
+        raise Refused("announcements need a database that several servers share (PostgreSQL)")
+
     def observe_commits(self, observer: Callable[[int], None] | None) -> None:
         self._db.on_commit = observer
 

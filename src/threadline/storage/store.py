@@ -81,6 +81,19 @@ class Store:
         validate.text(user, "user", 200, allow_empty=False)
         return Store(self._backend.as_user(user))
 
+    async def announce(self, message: str) -> None:
+        """Tell every process serving the same PostgreSQL database ``message`` (at most about
+        8,000 bytes), through ``announcements``; servers use it to pass resource-change
+        events between replicas. A SQLite store refuses it."""
+        if not isinstance(message, str) or len(message.encode("utf-8", "replace")) > 7_900:
+            raise InvalidInput("message", "must be a string of at most 7,900 bytes")
+        await self._backend.announce(message)
+
+    async def announcements(self, deliver: Callable[[str], None]) -> None:
+        """Call ``deliver(message)`` for every ``announce`` of any process on the same
+        database (this one's too), until cancelled; it keeps listening across outages."""
+        await self._backend.announcements(deliver)
+
     def observe_commits(self, observer: Callable[[int], None] | None) -> None:
         """Call ``observer(n)`` after each group commit with the number of writes it carried
         (None stops it). It runs in the writer thread, so it must be quick and thread-safe

@@ -53,6 +53,10 @@ class Unsupported(Refused):
         )
 
 
+# The channel of ``Store.announce``: one per database, so every replica hears every other.
+CHANNEL = "threadline_announcements"
+
+
 class PostgresBackend:
     """One user's view of a PostgreSQL database: open with ``await
     PostgresBackend.open(url, user, config)``."""
@@ -77,6 +81,12 @@ class PostgresBackend:
     async def close(self) -> None:
         if self._owned:
             await self._db.close()
+
+    async def announce(self, message: str) -> None:
+        await self._db.notify(CHANNEL, message)
+
+    async def announcements(self, deliver: Callable[[str], None]) -> None:
+        await self._db.listen(CHANNEL, deliver)
 
     def observe_commits(self, observer: Callable[[int], None] | None) -> None:
         raise Unsupported("observing group commits (a SQLite writer's)")

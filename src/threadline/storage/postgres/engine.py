@@ -17,9 +17,9 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import anyio
 import asyncpg
@@ -60,9 +60,10 @@ _DROPPED = (asyncpg.PostgresConnectionError, asyncpg.InterfaceError, OSError)
 class Database:
     """The pool of one database; open with ``await Database.open(url)``."""
 
-    def __init__(self, pool: asyncpg.Pool, acquire_timeout: float) -> None:
+    def __init__(self, pool: asyncpg.Pool, acquire_timeout: float, url: str) -> None:
         self._pool = pool
         self._acquire_timeout = acquire_timeout
+        self._url = url
 
     @classmethod
     async def open(cls, url: str, *, size: int = 10, acquire_timeout: float = 10.0) -> Database:
@@ -82,7 +83,7 @@ class Database:
         except (asyncpg.PostgresError, *_DROPPED, TimeoutError) as exc:
             await pool.close()
             raise translate(exc) from None
-        return cls(pool, acquire_timeout)
+        return cls(pool, acquire_timeout, url)
 
     @asynccontextmanager
     async def transaction(self, user: str, *, snapshot: bool = False) -> AsyncIterator[Connection]:
@@ -125,5 +126,36 @@ class Database:
             with anyio.CancelScope(shield=True):
                 await self._pool.release(conn)
 
+    async def notify(self, channel: str, payload: str) -> None:
+        """Send ``payload`` to every connection listening on ``channel`` (``listen``)."""
+        try:
+            async with self._acquire() as conn:
+                await conn.execute("SELECT pg_notify($1, $2)", channel, payload)
+        except (asyncpg.PostgresError, *_DROPPED, TimeoutError) as exc:
+            raise translate(exc) from None
+
+    async def listen(self, channel: str, deliver: Callable[[str], None]) -> None:
+        """Call ``deliver(payload)`` for every notification on ``channel``, until cancelled:
+        on a connection of its own, made again (every second) after the database went away."""
+        while True:
+            conn: asyncpg.Connection[Any] | None = None
+            try:
+                conn = await asyncpg.connect(self._url)
+                lost = anyio.Event()
+                conn.add_termination_listener(_setter(lost))
+                await conn.add_listener(channel, lambda *args: deliver(args[-1]))
+                await lost.wait()
+            except (asyncpg.PostgresError, *_DROPPED, TimeoutError) as exc:
+                log.info("listening for notifications: %s; again in a second", translate(exc))
+            finally:
+                if conn is not None:
+                    with anyio.CancelScope(shield=True), contextlib.suppress(*_DROPPED):
+                        await conn.close()
+            await anyio.sleep(1.0)
+
     async def close(self) -> None:
         await self._pool.close()
+
+
+def _setter(event: anyio.Event) -> Callable[[Any], None]:
+    return lambda _: event.set()
