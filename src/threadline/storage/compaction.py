@@ -19,10 +19,11 @@ from threadline.config import Config
 from threadline.storage import context, validate
 from threadline.storage.errors import NothingToCompact
 from threadline.storage.models import CompactionPlan, CompactionResult, MessageIn
-from threadline.storage.reading import Entry, effective_tokens, walk
+from threadline.storage.reading import effective_tokens, walk
 from threadline.storage.rows import Compaction, compactions, session_row
 from threadline.storage.sessions import insert_session
 from threadline.storage.tree import OMITTED, append, ended, guard_head
+from threadline.storage.walking import Entry
 from threadline.text import new_id, now
 
 

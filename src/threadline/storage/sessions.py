@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import json
-import math
 import sqlite3
-from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 from threadline.config import Config
 from threadline.storage import context, validate
 from threadline.storage.errors import InvalidInput, SessionExists
+from threadline.storage.filters import JSON_TYPES, Filters, check_title, check_usage
 from threadline.storage.models import SessionInfo, SessionList, SessionSummary, UsageTotals
 from threadline.storage.reading import effective_tokens
 from threadline.storage.rows import message_pk, session_row
@@ -54,12 +52,6 @@ def insert_session(
             stamp,
         ),
     )
-
-
-def check_title(title: object, config: Config) -> str | None:
-    if title is None:
-        return None
-    return validate.text(title, "title", config.limits.max_title_chars)
 
 
 def create(
@@ -139,81 +131,25 @@ def info(conn: sqlite3.Connection, config: Config, session_id: str) -> SessionIn
     )
 
 
-@dataclass(frozen=True)
-class Filters:
-    """Which sessions ``list_sessions`` lists: every condition given must hold."""
-
-    status: str | None = None
-    title: str | None = None  # a part of the title, any case
-    metadata: dict[str, Any] | None = None  # each key holds this string, number or boolean
-    created_after: str | None = None
-    created_before: str | None = None
-    updated_after: str | None = None
-    updated_before: str | None = None
-
-    def checked(self) -> list[tuple[str, Any, Any]]:
-        """The conditions given, each checked (a bad value is refused, naming the field), as
-        ``(kind, subject, value)``: ``("status", None, "ended")``, ``("title", None, part)``
-        with the part in lower case, ``("metadata", key, value)``, or ``(">=" or "<",
-        column, stamp)``. Each backend writes them in its own SQL."""
-        out: list[tuple[str, Any, Any]] = []
-        if self.status not in (None, "active", "ended"):
-            raise InvalidInput("status", "must be 'active' or 'ended'")
-        if self.status is not None:
-            out.append(("status", None, self.status))
-        if self.title is not None:
-            out.append(("title", None, validate.text(self.title, "title", 200).lower()))
-        if self.metadata is not None:
-            if not isinstance(self.metadata, dict):
-                raise InvalidInput("metadata", "must be an object of keys and values to match")
-            for key, value in self.metadata.items():
-                where = f"metadata.{key}"
-                if not isinstance(key, str) or not key or '"' in key or len(key) > 200:
-                    raise InvalidInput(where, "a key must be 1-200 characters without '\"'")
-                if type(value) not in _JSON_TYPES or (
-                    isinstance(value, float) and not math.isfinite(value)
-                ):
-                    raise InvalidInput(where, "must be a string, a number or a boolean")
-                out.append(("metadata", key, value))
-        for field, column, op in (
-            ("created_after", "created_at", ">="),
-            ("created_before", "created_at", "<"),
-            ("updated_after", "updated_at", ">="),
-            ("updated_before", "updated_at", "<"),
-        ):
-            stamp = validate.moment(getattr(self, field), field)
-            if stamp is not None:
-                out.append((op, column, stamp))
-        return out
-
-    def where(self) -> tuple[list[str], list[Any]]:
-        """The conditions as SQLite's SQL, with their parameters."""
-        conditions: list[str] = []
-        params: list[Any] = []
-        for kind, subject, value in self.checked():
-            if kind == "status":
-                conditions.append("status = ?")
-                params.append(value)
-            elif kind == "title":
-                conditions.append("instr(lower(coalesce(title, '')), ?) > 0")
-                params.append(value)
-            elif kind == "metadata":
-                path = f'$."{subject}"'
-                conditions.append("json_type(metadata, ?) = ? AND json_extract(metadata, ?) = ?")
-                params += [path, _JSON_TYPES[type(value)](value), path, value]
-            else:
-                conditions.append(f"{subject} {kind} ?")
-                params.append(value)
-        return conditions, params
-
-
-# What json_type says of a filter value, by its Python type.
-_JSON_TYPES: dict[type, Callable[[Any], str]] = {
-    str: lambda _: "text",
-    int: lambda _: "integer",
-    float: lambda _: "real",
-    bool: lambda v: "true" if v else "false",
-}
+def as_sql(filters: Filters) -> tuple[list[str], list[Any]]:
+    """The conditions as SQLite's SQL, with their parameters."""
+    conditions: list[str] = []
+    params: list[Any] = []
+    for kind, subject, value in filters.checked():
+        if kind == "status":
+            conditions.append("status = ?")
+            params.append(value)
+        elif kind == "title":
+            conditions.append("instr(lower(coalesce(title, '')), ?) > 0")
+            params.append(value)
+        elif kind == "metadata":
+            path = f'$."{subject}"'
+            conditions.append("json_type(metadata, ?) = ? AND json_extract(metadata, ?) = ?")
+            params += [path, JSON_TYPES[type(value)](value), path, value]
+        else:
+            conditions.append(f"{subject} {kind} ?")
+            params.append(value)
+    return conditions, params
 
 
 def listing(
@@ -224,7 +160,7 @@ def listing(
     filters: Filters,
 ) -> SessionList:
     validate.limit(limit, "limit", 1, 200)
-    conditions, params = filters.where()
+    conditions, params = as_sql(filters)
     if cursor is not None:
         conditions.append("(updated_at, id) < (?, ?)")
         params += validate.decode_cursor(cursor, "cursor", (str, str))
@@ -284,7 +220,7 @@ def delete(conn: sqlite3.Connection, session_id: str) -> int:
 def prune(conn: sqlite3.Connection, filters: Filters, dry_run: bool) -> tuple[list[str], int]:
     """The whole sessions ``filters`` name, oldest activity first, and their messages;
     deleted unless ``dry_run``. Every session is named by a condition: none given, none go."""
-    conditions, params = filters.where()
+    conditions, params = as_sql(filters)
     if not conditions:
         raise InvalidInput(
             "filters", "name the sessions to prune (ended or inactive before a time)"
@@ -377,20 +313,6 @@ def fork(
         (new_head, copied, effective_tokens(conn, child, new_head), child),
     )
     return child
-
-
-def check_usage(
-    input_tokens: int, output_tokens: int, cost: float | None, model: str | None
-) -> None:
-    """The rules of one turn's usage, on every backend."""
-    validate.limit(input_tokens, "input_tokens", 0, 10**12)
-    validate.limit(output_tokens, "output_tokens", 0, 10**12)
-    if cost is not None and (
-        isinstance(cost, bool) or not isinstance(cost, int | float) or not 0 <= cost <= 1e9
-    ):
-        raise InvalidInput("cost", "must be a number from 0 to 1e9")
-    if model is not None:
-        validate.text(model, "model", 200, allow_empty=False)
 
 
 def record_usage(

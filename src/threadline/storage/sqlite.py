@@ -21,6 +21,7 @@ from threadline.config import Config
 from threadline.storage import (
     compaction,
     context,
+    filters,
     indexing,
     operations,
     reading,
@@ -135,7 +136,7 @@ class SQLiteBackend:
         return await self._r(sessions.info, self.config, session_id)
 
     async def list_sessions(
-        self, limit: int, cursor: str | None, filters: sessions.Filters
+        self, limit: int, cursor: str | None, filters: filters.Filters
     ) -> SessionList:
         return await self._r(sessions.listing, self.config, limit, cursor, filters)
 
@@ -147,7 +148,7 @@ class SQLiteBackend:
     async def delete_session(self, session_id: str) -> Deleted:
         return await self._w(operations.delete_session, session_id)
 
-    async def prune(self, filters: sessions.Filters, dry_run: bool) -> Pruned:
+    async def prune(self, filters: filters.Filters, dry_run: bool) -> Pruned:
         """Delete the sessions ``filters`` choose, then VACUUM (writes wait while it runs)."""
         before = await anyio.to_thread.run_sync(self._db.size)
         if dry_run:

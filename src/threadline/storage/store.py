@@ -17,8 +17,9 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, Literal, TypeAlias
 
 from threadline.config import Config
-from threadline.storage import records, scope, sessions, tree, validate
+from threadline.storage import records, scope, tree, validate
 from threadline.storage.errors import InvalidInput
+from threadline.storage.filters import Filters
 from threadline.storage.models import (
     AppendResult,
     BlockUsage,
@@ -136,7 +137,7 @@ class Store:
         must hold: ``status``; ``title`` (a part of it, any case); ``metadata`` (each key
         holds that string, number or boolean); created or updated ``after`` (from) or
         ``before`` a time (ISO 8601)."""
-        filters = sessions.Filters(
+        filters = Filters(
             status, title, metadata, created_after, created_before, updated_after, updated_before
         )
         return await self._backend.list_sessions(limit, cursor, filters)
@@ -170,7 +171,7 @@ class Store:
             raise InvalidInput("ended_before", "give ended_before or inactive_before (one)")
         if ended_before is not None and status == "active":
             raise InvalidInput("status", "ended_before prunes ended sessions only")
-        filters = sessions.Filters(
+        filters = Filters(
             status="ended" if ended_before is not None else status,
             updated_before=ended_before or inactive_before,
         )

@@ -16,6 +16,7 @@ from typing import Any, Concatenate, Literal, ParamSpec, TypeVar
 from threadline.config import Config
 from threadline.storage import records
 from threadline.storage.errors import Refused
+from threadline.storage.filters import Filters
 from threadline.storage.models import (
     AppendResult,
     BlockUsage,
@@ -37,7 +38,6 @@ from threadline.storage.models import (
 from threadline.storage.postgres import compaction, context, reading, sessions, transfer, tree
 from threadline.storage.postgres.engine import Database
 from threadline.storage.postgres.rows import Tx, message_id
-from threadline.storage.sessions import Filters
 from threadline.storage.validate import Encoded
 
 T = TypeVar("T")

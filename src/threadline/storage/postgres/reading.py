@@ -13,8 +13,8 @@ from threadline.storage import validate
 from threadline.storage.errors import InvalidInput, MessageNotFound, SessionNotFound
 from threadline.storage.models import History, HistoryDelta
 from threadline.storage.postgres.rows import Tx, message_id, message_pk, session_row
-from threadline.storage.reading import Entry, Walk, applied, check_page, page
 from threadline.storage.rows import Compaction
+from threadline.storage.walking import Entry, Walk, applied, check_page, page
 from threadline.text import estimate_tokens
 
 # A path from a message (``$2``) up towards the root, at most ``$3`` messages, newest first, in
@@ -80,7 +80,7 @@ async def walk(
     inside: int | None = None,
 ) -> list[Entry]:
     """The path from ``start_pk`` up towards the root, newest first, compactions applied
-    (``reading.Walk``: the rules of every backend)."""
+    (``walking.Walk``: the rules of every backend)."""
     steps = Walk(comps, want=want, include_compacted=include_compacted, inside=inside)
     pk = start_pk
     while pk is not None and (budget := steps.budget()) > 0:

@@ -9,11 +9,11 @@ from typing import Any
 from threadline.config import Config
 from threadline.storage import validate
 from threadline.storage.errors import InvalidInput, SessionExists, SessionNotFound
+from threadline.storage.filters import Filters, check_title, check_usage
 from threadline.storage.models import SessionInfo, SessionList, SessionSummary, UsageTotals
 from threadline.storage.postgres import context, reading
 from threadline.storage.postgres.rows import Tx, message_pk, session_row
 from threadline.storage.postgres.rows import message_id as message_id_of
-from threadline.storage.sessions import Filters, check_title, check_usage
 from threadline.storage.tree import OMITTED
 from threadline.text import new_id, now
 
