@@ -171,7 +171,7 @@ async def test_prune_from_the_cli_deletes_the_users_old_sessions_in_the_database
 
 
 async def test_export_and_import_move_a_users_store_between_backends(
-    pg_database: Database, tmp_path: Path
+    pg_database: Database, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     source = tmp_path / "a"
     source.mkdir()
@@ -183,6 +183,8 @@ async def test_export_and_import_move_a_users_store_between_backends(
     db = ("--database", pg_database.url)
     await cli("export", "-o", tmp_path / "from-sqlite.jsonl", "--data-dir", source)
     await cli("import", tmp_path / "from-sqlite.jsonl", *db, "--user", "alice")
+    said = capsys.readouterr().out
+    assert "imported 5 sessions" in said and "None" not in said and "@127.0.0.1" in said
     await cli("export", "-o", tmp_path / "from-pg.jsonl", *db, "--user", "alice")
     await cli("import", tmp_path / "from-pg.jsonl", "--data-dir", tmp_path / "b")
     await cli("export", "-o", tmp_path / "back.jsonl", "--data-dir", tmp_path / "b")

@@ -20,6 +20,7 @@ import anyio
 
 from threadline.cli.common import Commands, Env, Progress, UsageError, add_common, count
 from threadline.cli.render import session_markdown
+from threadline.paths import redacted
 from threadline.storage import (
     BlockRecord,
     ExportUnreadable,
@@ -204,9 +205,10 @@ async def _import_from(args: argparse.Namespace, env: Env, source: IO[str]) -> N
         print()
         return
     messages = sum(r.messages for r in summary.imported)
+    into = store.path or redacted(env.config.database or "")
     print(
         f"imported {count(len(summary.imported), 'session')} ({count(messages, 'message')}) and "
-        f"{count(summary.user_blocks_added, 'user block')} into {store.path}"
+        f"{count(summary.user_blocks_added, 'user block')} into {into}"
     )
     taken, kept = summary.skipped_sessions, summary.user_blocks_kept
     if taken:
