@@ -11,15 +11,21 @@ from threadline.storage import validate
 from threadline.storage.compaction import Range, choose
 from threadline.storage.models import CompactionPlan, CompactionResult, MessageIn
 from threadline.storage.postgres import context, reading, sessions, tree
-from threadline.storage.postgres.rows import Tx
+from threadline.storage.postgres.rows import Tx, session_row
 from threadline.storage.tree import OMITTED
 from threadline.text import new_id, now
 
 
 async def _choose(
-    tx: Tx, config: Config, session_id: str, keep_first: int | None, keep_last: int | None
+    tx: Tx,
+    config: Config,
+    session_id: str,
+    row: Any,
+    keep_first: int | None,
+    keep_last: int | None,
 ) -> Range:
-    row = await tree.locked(tx, session_id)
+    """The range to compact on the history of the session whose row (status, head) is
+    ``row``."""
     if row["status"] == "ended":
         raise await tree.ended(tx, session_id, "compact")
     path = await reading.walk(tx, row["head_pk"], await reading.compactions(tx, session_id))
@@ -37,7 +43,8 @@ async def _choose(
 async def plan(
     tx: Tx, config: Config, session_id: str, keep_first: int | None, keep_last: int | None
 ) -> CompactionPlan:
-    return (await _choose(tx, config, session_id, keep_first, keep_last)).plan(session_id)
+    row = await session_row(tx, session_id, "s.status, s.head_pk")
+    return (await _choose(tx, config, session_id, row, keep_first, keep_last)).plan(session_id)
 
 
 async def compact(
@@ -51,8 +58,10 @@ async def compact(
     expected_head: Any = OMITTED,
 ) -> CompactionResult:
     validate.text(summary, "summary", config.limits.max_message_chars, allow_empty=False)
-    tree.guard(session_id, await tree.locked(tx, session_id), expected_head)
-    chosen = await _choose(tx, config, session_id, keep_first, keep_last)
+    # Locked once: neither the head nor the status can change until the transaction ends.
+    row = await tree.locked(tx, session_id)
+    tree.guard(session_id, row, expected_head)
+    chosen = await _choose(tx, config, session_id, row, keep_first, keep_last)
     stamp = now()
     pk = await tx.fetchval(
         "INSERT INTO compactions (user_id, session_id, start_pk, end_pk, summary, replaced, "
@@ -64,8 +73,7 @@ async def compact(
         chosen.replaced,
         stamp,
     )
-    head_pk = (await tree.locked(tx, session_id))["head_pk"]
-    estimate = await reading.effective_tokens(tx, session_id, head_pk)
+    estimate = await reading.effective_tokens(tx, session_id, row["head_pk"])
     await tx.execute(
         "UPDATE sessions SET token_estimate = $3, updated_at = $4 WHERE user_id = $1 AND id = $2",
         session_id,
@@ -75,7 +83,7 @@ async def compact(
     await context.freeze(tx, config, session_id)
     new_session_id = None
     if split:
-        new_session_id = await _split(tx, config, session_id, summary, chosen)
+        new_session_id = await _split(tx, config, session_id, row["head_id"], summary, chosen)
     return CompactionResult.model_construct(
         session_id=session_id,
         summary_id=f"compaction:{pk}",
@@ -87,9 +95,10 @@ async def compact(
     )
 
 
-async def _split(tx: Tx, config: Config, session_id: str, summary: str, chosen: Range) -> str:
+async def _split(
+    tx: Tx, config: Config, session_id: str, head_id: str | None, summary: str, chosen: Range
+) -> str:
     """End the session; start a child seeded with the summary and the protected tail."""
-    row = await tree.locked(tx, session_id)
     source = await tx.fetchrow(
         "SELECT title, metadata FROM sessions WHERE user_id = $1 AND id = $2", session_id
     )
@@ -102,7 +111,7 @@ async def _split(tx: Tx, config: Config, session_id: str, summary: str, chosen: 
         source["metadata"],
         parent=session_id,
         lineage="split",
-        forked_from=row["head_id"],
+        forked_from=head_id,
     )
     await context.copy_session_blocks(tx, session_id, child)
     await context.freeze(tx, config, child)

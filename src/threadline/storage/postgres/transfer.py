@@ -164,7 +164,8 @@ async def load_session(tx: Tx, record: SessionRecord) -> ImportedSession:
         parent_pk, depth, path_tokens = None, 0, 0
         if m.parent_id is not None:
             parent_pk, depth, path_tokens = placed[m.parent_id]
-        role, content, is_json, body, name, meta, tokens = storable(encode(m, i))
+        stored = storable(encode(m, i))
+        tokens = stored[-1]
         pk = await tx.fetchval(
             f"{INSERT} RETURNING pk",
             sid,
@@ -172,13 +173,7 @@ async def load_session(tx: Tx, record: SessionRecord) -> ImportedSession:
             parent_pk,
             depth + 1,
             path_tokens + tokens,
-            role,
-            content,
-            is_json,
-            body,
-            name,
-            meta,
-            tokens,
+            *stored,
             m.created_at,
         )
         placed[m.id] = (pk, depth + 1, path_tokens + tokens)

@@ -117,7 +117,8 @@ async def append(
     ids: list[str] = []
     inserted = added = 0
     for i, (message, columns) in enumerate(encoded):
-        role, content, is_json, body, name, meta, tokens = storable(columns)
+        stored = storable(columns)
+        role, content, is_json, _, name, meta, tokens = stored
         mid = message.id
         if mid is not None:
             existing = await tx.fetchrow(
@@ -161,13 +162,7 @@ async def append(
             parent_pk,
             depth,
             path_tokens,
-            role,
-            content,
-            is_json,
-            body,
-            name,
-            meta,
-            tokens,
+            *stored,
             created_at,
             *((inserted + 1, added + tokens) if last else ()),
         )
